@@ -1,0 +1,84 @@
+"""Command line: ``gateway run`` and ``gateway check-config``.
+
+Exit status: 0 after a clean stop, 1 when the gateway cannot start (one line says why),
+2 for a usage or configuration mistake. No traceback reaches the terminal unless the log level
+is ``debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gateway import __version__
+from gateway.config import ConfigError, load_config, render_effective
+from gateway.errors import StartupError
+
+EXIT_STARTUP = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="Serve a Next.js app and its WebSockets on one port.",
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="start the gateway and its Next.js child")
+    run.add_argument("--config", metavar="F", help="YAML config file (default: built-in defaults)")
+    run.add_argument("--host", metavar="H", help="interface to listen on (server.host)")
+    run.add_argument("--port", metavar="N", type=int, help="public port (server.port)")
+    run.add_argument("--next-dir", metavar="D", help="the Next.js app directory (next.dir)")
+    run.add_argument("--dev", action="store_true", default=None, help="run `next dev` (next.dev)")
+
+    check = commands.add_parser("check-config", help="validate a config file and print it")
+    check.add_argument("file", metavar="F", help="YAML config file")
+    return parser
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {
+        "server.host": args.host,
+        "server.port": args.port,
+        "next.dir": args.next_dir,
+        "next.dev": args.dev,
+    }
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+def _fail(status: int, message: str) -> int:
+    print(f"gateway: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            cfg = load_config(args.file)
+            sys.stdout.write(f"# {args.file}: valid. Effective configuration (secrets masked):\n")
+            sys.stdout.write(render_effective(cfg))
+            return 0
+        cfg = load_config(args.config, overrides=_flag_overrides(args))
+    except ConfigError as e:
+        return _fail(EXIT_USAGE, f"config error: {e}")
+
+    from gateway.app import Gateway
+    from gateway.observability import configure_logging
+
+    configure_logging(cfg.log.level)
+    try:
+        return asyncio.run(Gateway(cfg).run())
+    except StartupError as e:
+        return _fail(EXIT_STARTUP, str(e))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        return 130
+    except Exception as e:  # an internal error: one line, details at log level debug
+        logging.getLogger("gateway").debug("internal error", exc_info=True)
+        return _fail(EXIT_STARTUP, f"internal error: {type(e).__name__}: {e}")

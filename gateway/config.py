@@ -1,0 +1,443 @@
+"""Typed configuration: every default lives here, in one place.
+
+Layers, lowest to highest precedence: defaults < YAML file < environment < command-line flags.
+Each field documents itself (``doc``), and carries its own validation (``low``/``high``,
+``choices``), the environment variable that overrides it (``env``) and whether it is a secret
+(masked by ``gateway check-config``).
+
+Every mistake raises :class:`ConfigError` with one line that names the key and, where the
+YAML parser knows it, the file and line. This module imports nothing else of the gateway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import yaml
+
+# The environment variables the gateway reads; config keys are the dotted paths.
+ENV_OVERRIDES: dict[str, str] = {}
+
+
+class ConfigError(Exception):
+    """A configuration mistake. ``str()`` is the one line shown to the user."""
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    factory: Any = dataclasses.MISSING,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    env: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """Declare one configuration key with its default, documentation and constraints."""
+    meta = {"doc": doc, "low": low, "high": high, "choices": choices, "env": env, "secret": secret}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ServerConfig:
+    host: str = setting("0.0.0.0", doc="Interface the public port binds to.", env="GATEWAY_HOST")
+    port: int = setting(
+        8000,
+        doc="Public port for HTTP and WebSockets (0 = any free port).",
+        low=0,
+        high=65535,
+        env="GATEWAY_PORT",
+    )
+    max_body_size: int = setting(
+        100 * 1024 * 1024,
+        doc="Largest request body proxied to Next.js, in bytes.",
+        low=0,
+    )
+    idle_connection_timeout: float = setting(
+        75.0,
+        doc="Seconds an idle client keep-alive connection stays open.",
+        low=1.0,
+    )
+
+
+@dataclass
+class RestartConfig:
+    backoff_initial: float = setting(
+        0.5,
+        doc="Ceiling of the first restart delay, in seconds (full jitter: 0..ceiling).",
+        low=0.0,
+        high=3600.0,
+    )
+    backoff_max: float = setting(
+        30.0,
+        doc="Cap of the restart delay ceiling, in seconds.",
+        low=0.0,
+        high=3600.0,
+    )
+    max_failures: int = setting(
+        5,
+        doc="Consecutive failed runs before the gateway gives up (crash loop).",
+        low=1,
+        high=1000,
+    )
+    stable_after: float = setting(
+        30.0,
+        doc="A run that stays up this long (seconds) resets the failure count.",
+        low=0.0,
+    )
+
+
+@dataclass
+class NextConfig:
+    dir: str = setting(
+        "nextjs-app",
+        doc="The Next.js app directory (relative to the working directory).",
+        env="GATEWAY_NEXT_DIR",
+    )
+    dev: bool = setting(False, doc="Run `next dev` instead of `next start`.")
+    node: str = setting("node", doc="Node.js executable: a name on PATH or a path.")
+    port: int = setting(
+        0,
+        doc="Loopback port for the child (0 = a free port, chosen at each start).",
+        low=0,
+        high=65535,
+    )
+    ready_path: str = setting("/", doc="Path of the HTTP readiness probe; any response counts.")
+    start_timeout: float = setting(
+        60.0,
+        doc="Seconds the child has to answer the probe before it counts as failed.",
+        low=1.0,
+        high=3600.0,
+    )
+    stop_grace: float = setting(
+        10.0,
+        doc="Seconds between SIGTERM and SIGKILL when stopping the child.",
+        low=0.0,
+        high=3600.0,
+    )
+    command: list[str] = setting(
+        factory=list,
+        doc="Advanced: run this argv instead of Next.js; {host} and {port} are substituted.",
+    )
+    env: dict[str, str] = setting(factory=dict, doc="Extra environment for the child.")
+    restart: RestartConfig = setting(factory=RestartConfig, doc="Restart policy.")
+
+
+@dataclass
+class AuthConfig:
+    secret: str = setting(
+        "",
+        doc="HS256 secret shared with the Next.js app for connection tokens.",
+        env="WS_SECRET",
+        secret=True,
+    )
+
+
+@dataclass
+class ApiConfig:
+    key: str = setting(
+        "",
+        doc="Key for the server API (/_gateway/api/...); empty disables the API.",
+        env="GATEWAY_API_KEY",
+        secret=True,
+    )
+
+
+@dataclass
+class EngineConfig:
+    kind: str = setting(
+        "memory",
+        doc="Where channels, presence and history live.",
+        choices=("memory",),
+    )
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
+        doc="Redis URL for a Redis engine.",
+        env="GATEWAY_REDIS_URL",
+        secret=True,
+    )
+
+
+@dataclass
+class LogConfig:
+    level: str = setting(
+        "info",
+        doc="Log level; `debug` also shows Python tracebacks of internal errors.",
+        choices=("debug", "info", "warning", "error"),
+    )
+
+
+@dataclass
+class GatewayConfig:
+    server: ServerConfig = setting(factory=ServerConfig, doc="The public listener.")
+    next: NextConfig = setting(factory=NextConfig, doc="The supervised Next.js child.")
+    auth: AuthConfig = setting(factory=AuthConfig, doc="Realtime connection authentication.")
+    api: ApiConfig = setting(factory=ApiConfig, doc="Server API.")
+    engine: EngineConfig = setting(factory=EngineConfig, doc="Realtime engine.")
+    log: LogConfig = setting(factory=LogConfig, doc="Logging.")
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+class _MarkedDict(dict):  # type: ignore[type-arg]
+    """A mapping from the YAML file that remembers the line of each key."""
+
+    lines: dict[str, int]
+
+
+class _MarkedLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_marked_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _MarkedDict:
+    loader.flatten_mapping(node)
+    result = _MarkedDict()
+    result.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"line {key_node.start_mark.line + 1}: keys must be strings, got {key!r}"
+            )
+        if key in result:
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+_MarkedLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_marked_mapping
+)
+
+
+def _read_yaml(path: str) -> Mapping[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"{path}: cannot read config file: {reason}") from None
+    try:
+        data = yaml.load(text, Loader=_MarkedLoader)  # noqa: S506 - SafeLoader subclass
+    except ConfigError as e:
+        raise ConfigError(f"{path}:{str(e).removeprefix('line ')}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else path
+        raise ConfigError(f"{where}: invalid YAML: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, not a value")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Coercion and validation
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if tp in names:
+        return names[tp]
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return "a list of strings"
+    if origin is dict:
+        return "a mapping of strings"
+    return "a mapping"
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(tp: Any, value: Any, key: str, meta: Mapping[str, Any], where: str) -> Any:
+    """Check ``value`` against the declared type and constraints; return the typed value."""
+
+    def fail(problem: str) -> typing.NoReturn:
+        raise ConfigError(f"{where}{key}: {problem}")
+
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail(f"expected true or false, got {value!r}")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(f"expected an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(f"expected a number, got {value!r}")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            fail(f"expected a string, got {value!r}")
+    elif typing.get_origin(tp) is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            fail(f"expected a list of strings, got {value!r}")
+        value = list(value)
+    elif typing.get_origin(tp) is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            fail(f"expected a mapping of strings to strings, got {value!r}")
+        value = dict(value)
+    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        fail(f"{value!r} is out of range (must be {bounds})")
+    if choices is not None and value not in choices:
+        fail(f"{value!r} is not one of: {', '.join(choices)}")
+    return value
+
+
+def _apply_mapping(obj: Any, data: Mapping[str, Any], prefix: str, path: str | None) -> None:
+    """Set the fields of dataclass instance ``obj`` from a YAML mapping, recursively."""
+    hints = typing.get_type_hints(type(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    lines = getattr(data, "lines", {})
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        where = f"{path}:{lines[name]}: " if path and name in lines else ""
+        if name not in fields:
+            hint = difflib.get_close_matches(name, list(fields), n=1)
+            suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+            raise ConfigError(f"{where}unknown key '{key}'{suggestion}")
+        tp = hints[name]
+        if _is_dataclass_type(tp):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{key}: expected a mapping of settings, got {value!r}")
+            _apply_mapping(getattr(obj, name), value, f"{key}.", path)
+        else:
+            setattr(obj, name, _coerce(tp, value, key, fields[name].metadata, where))
+
+
+def _parse_env_value(tp: Any, raw: str, var: str, key: str) -> Any:
+    if tp is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{var}={raw!r}: {key}: expected true or false")
+    if tp in (int, float):
+        try:
+            return tp(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r}: {key}: expected {_type_name(tp)}") from None
+    return raw
+
+
+def iter_settings(
+    cls: type = GatewayConfig, prefix: str = ""
+) -> typing.Iterator[tuple[str, Any, Any]]:
+    """Yield ``(dotted key, type, dataclass field)`` for every leaf setting."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            yield from iter_settings(tp, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", tp, f
+
+
+def _set_dotted(cfg: GatewayConfig, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    target: Any = cfg
+    for part in parents:
+        target = getattr(target, part)
+    setattr(target, leaf, value)
+
+
+def _settings_by_key() -> dict[str, tuple[Any, Any]]:
+    return {key: (tp, f) for key, tp, f in iter_settings()}
+
+
+def load_config(
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> GatewayConfig:
+    """Build the effective configuration: defaults < ``path`` < ``environ`` < ``overrides``.
+
+    ``overrides`` maps dotted keys (``"server.port"``) to values from command-line flags.
+    Raises :class:`ConfigError` on the first mistake.
+    """
+    cfg = GatewayConfig()
+    if path is not None:
+        _apply_mapping(cfg, _read_yaml(path), "", path)
+    settings = _settings_by_key()
+    environ = os.environ if environ is None else environ
+    for key, (tp, f) in settings.items():
+        var = f.metadata.get("env")
+        if var and environ.get(var, "") != "":
+            value = _parse_env_value(tp, environ[var], var, key)
+            _set_dotted(cfg, key, _coerce(tp, value, key, f.metadata, f"{var}={environ[var]!r}: "))
+    for key, value in (overrides or {}).items():
+        tp, f = settings[key]
+        flag = "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+        _set_dotted(cfg, key, _coerce(tp, value, key, f.metadata, f"{flag} {value}: "))
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Presentation
+
+
+def _mask(value: str) -> str:
+    if not value:
+        return "(unset)"
+    if "://" in value:
+        # A URL is only secret in its password: redis://user:pass@host -> redis://user:***@host
+        scheme, rest = value.split("://", 1)
+        if "@" in rest:
+            creds, host = rest.rsplit("@", 1)
+            user = creds.split(":", 1)[0] if ":" in creds else ""
+            return f"{scheme}://{user}:***@{host}"
+        return value
+    return f"*** ({len(value)} characters)"
+
+
+def to_masked_dict(cfg: Any) -> dict[str, Any]:
+    """The effective configuration as plain data, with every secret masked."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_masked_dict(value)
+        elif f.metadata.get("secret"):
+            out[f.name] = _mask(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def render_effective(cfg: GatewayConfig) -> str:
+    return yaml.safe_dump(to_masked_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def _collect_env_vars() -> dict[str, str]:
+    return {f.metadata["env"]: key for key, _, f in iter_settings() if f.metadata.get("env")}
+
+
+ENV_OVERRIDES.update(_collect_env_vars())

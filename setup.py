@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="nextjs-ws-gateway",
+    version="0.1.0",
+    description="Run a Next.js app and its WebSockets on one port: a Tornado gateway.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["gateway", "gateway.*"]),
+    install_requires=[
+        "tornado>=6.5.6",
+        "PyJWT>=2.12",
+        "PyYAML>=6.0",
+        "redis>=5.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8.0",
+            "pytest-tornado>=0.8.1",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "types-PyYAML",
+        ],
+    },
+    entry_points={"console_scripts": ["gateway=gateway.cli:main"]},
+)

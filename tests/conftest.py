@@ -1,0 +1,35 @@
+"""Shared fixtures: dependency policy (skip locally, fail in CI) and the Next.js build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from support.procs import ROOT
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+NEXT_DIR = ROOT / "nextjs-app"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip with ``reason`` when a dependency is missing; in CI a missing dependency fails."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"missing dependency in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def next_build() -> Path:
+    """The bundled app, installed and built (once per session; `make build` knows when)."""
+    require(shutil.which("node") is not None, "node is not on PATH")
+    require(shutil.which("make") is not None, "make is not on PATH")
+    result = subprocess.run(["make", "-s", "build"], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"building nextjs-app failed:\n{result.stdout}\n{result.stderr}")
+    assert (NEXT_DIR / ".next" / "BUILD_ID").is_file()
+    return NEXT_DIR

@@ -1,0 +1,84 @@
+"""A stand-in for `next start` in supervision tests: a small HTTP server with knobs.
+
+    python standin_child.py --port N [--start-delay S] [--exit-after S] [--exit-code C]
+                            [--never-ready] [--ignore-sigterm] [--grandchild]
+
+GET /        -> 200 "standin <pid>"
+GET /slow?s= -> 200 after s seconds (an in-flight request)
+GET /crash   -> the process exits with status 3 at once
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _reply(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self._reply(b"")
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        if url.path == "/crash":
+            os._exit(3)
+        if url.path == "/slow":
+            time.sleep(float(parse_qs(url.query).get("s", ["1"])[0]))
+        self._reply(f"standin {os.getpid()}".encode())
+
+    def log_message(self, format: str, *args: object) -> None:
+        sys.stdout.write("request " + format % args + "\n")
+        sys.stdout.flush()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--start-delay", type=float, default=0.0)
+    p.add_argument("--exit-after", type=float, default=None)
+    p.add_argument("--exit-code", type=int, default=1)
+    p.add_argument("--never-ready", action="store_true")
+    p.add_argument("--ignore-sigterm", action="store_true")
+    p.add_argument("--grandchild", action="store_true")
+    args = p.parse_args()
+
+    if args.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    print(f"standin pid {os.getpid()} pgid {os.getpgrp()}", flush=True)
+    print("standin says something on stderr", file=sys.stderr, flush=True)
+    if args.grandchild:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        print(f"grandchild pid {child.pid}", flush=True)
+    if args.exit_after is not None:
+        threading.Timer(args.exit_after, lambda: os._exit(args.exit_code)).start()
+    if args.never_ready:
+        while True:
+            time.sleep(3600)
+    time.sleep(args.start_delay)
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
