@@ -28,6 +28,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -66,7 +67,7 @@ class ChildSpec:
     backoff_max: float = 30.0
     max_failures: int = 5
     stable_after: float = 30.0
-    probe_interval: float = 0.1
+    probe_interval: float = 0.05
 
 
 @dataclass
@@ -118,6 +119,40 @@ async def probe_http(host: str, port: int, path: str, timeout: float = 2.0) -> b
             writer.close()
 
 
+class _ChildProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Stream protocol that also reports the moment the process exits.
+
+    ``asyncio.subprocess.Process.wait()`` returns only once the process has exited *and* its
+    pipes are closed; a grandchild that inherited stdout would keep it waiting forever.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+@dataclass
+class _Child:
+    """One run of the child process."""
+
+    pid: int
+    transport: asyncio.SubprocessTransport
+    protocol: _ChildProtocol
+
+    @property
+    def returncode(self) -> int | None:
+        return self.transport.get_returncode()
+
+    async def wait(self) -> int:
+        await asyncio.shield(self.protocol.exited)
+        return self.transport.get_returncode() or 0
+
+
 def _die_with_parent() -> None:  # runs in the forked child, before exec
     # PR_SET_PDEATHSIG = 1: the kernel sends SIGKILL to the child when the gateway dies, so a
     # `kill -9` of the gateway cannot leave an orphan Next.js behind.
@@ -157,7 +192,7 @@ class ChildSupervisor:
         self.restart_at: float | None = None
         self.backoff_ceiling = 0.0
         self.last_start_duration: float | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: _Child | None = None
         self._stopping = False
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
@@ -349,11 +384,17 @@ class ChildSupervisor:
             self.last_exit = _describe_exit(proc.returncode or 0)
             if outcome == "deadline":
                 self.last_exit = f"did not become ready within {self.spec.start_timeout:g} s"
-        await asyncio.gather(*self._pump_tasks, return_exceptions=True)
-        self._pump_tasks.clear()
+        # The pipes close when the last process holding them exits; one that left our group
+        # (setsid) could hold them forever, so do not wait on it for long.
+        _, pending = (
+            await asyncio.wait(self._pump_tasks, timeout=1.0) if self._pump_tasks else ((), ())
+        )
+        for task in pending:
+            task.cancel()
+        self._pump_tasks = []
         return ran_for
 
-    async def _await_ready(self, proc: asyncio.subprocess.Process) -> str:
+    async def _await_ready(self, proc: _Child) -> str:
         """Probe until the child answers ("ready"), exits ("exited") or runs out of time."""
         assert self.port is not None
         deadline = asyncio.get_running_loop().time() + self.spec.start_timeout
@@ -373,28 +414,28 @@ class ChildSupervisor:
         finally:
             exited.cancel()
 
-    async def _spawn(self, port: int) -> asyncio.subprocess.Process:
-        argv = self.spec.argv(port)
+    async def _spawn(self, port: int) -> _Child:
+        loop = asyncio.get_running_loop()
         kwargs: dict[str, Any] = {}
         if sys.platform.startswith("linux"):
             kwargs["preexec_fn"] = _die_with_parent
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ChildProtocol(limit=1 << 20, loop=loop),  # longest output line kept whole
+            *self.spec.argv(port),
             cwd=self.spec.cwd,
             env=dict(self.spec.env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=1 << 20,  # longest line of child output kept whole
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             start_new_session=True,  # own session and process group: pgid == pid
             **kwargs,
         )
-        assert proc.stdout is not None and proc.stderr is not None
+        assert protocol.stdout is not None and protocol.stderr is not None
         self._pump_tasks = [
-            asyncio.ensure_future(self._pump(proc.stdout, logging.INFO)),
-            asyncio.ensure_future(self._pump(proc.stderr, logging.WARNING)),
+            asyncio.ensure_future(self._pump(protocol.stdout, logging.INFO)),
+            asyncio.ensure_future(self._pump(protocol.stderr, logging.WARNING)),
         ]
-        return proc
+        return _Child(transport.get_pid(), transport, protocol)
 
     async def _pump(self, stream: asyncio.StreamReader, level: int) -> None:
         """Copy the child's output into our log, one prefixed record per line."""
@@ -429,13 +470,15 @@ class ChildSupervisor:
                 await proc.wait()
         self._reap_group(proc)
 
-    def _reap_group(self, proc: asyncio.subprocess.Process) -> None:
+    def _reap_group(self, proc: _Child) -> None:
         # The leader may be gone while processes it started still hold the group: end them too.
         # The kernel does not reuse a pid as long as a group with that id exists, so the pgid
         # cannot name somebody else's processes here.
         self._signal_group(proc.pid, signal.SIGKILL)
         if self._proc is proc:
             self.pid = None
+            self._proc = None
+        proc.transport.close()
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:

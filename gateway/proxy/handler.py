@@ -78,12 +78,12 @@ class _ResponseRelay(httputil.HTTPMessageDelegate):
         self,
         start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
-    ) -> None:
+    ) -> Any:
         assert isinstance(start_line, httputil.ResponseStartLine)
         if start_line.code < 200:  # 100 Continue / 103 Early Hints: not relayed
-            return
+            return None
         self.headers_seen = True
-        self.handler.start_response(start_line, headers)
+        return self.handler.start_response(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Any:
         return self.handler.relay_chunk(chunk)
@@ -188,7 +188,7 @@ class ProxyHandler(RequestHandler):
 
     # -- response relay -----------------------------------------------------------------------
 
-    def start_response(
+    async def start_response(
         self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders
     ) -> None:
         self.set_status(start_line.code, start_line.reason or None)
@@ -197,11 +197,15 @@ class ProxyHandler(RequestHandler):
             self.clear_header(name)
         for name, value in end_to_end(headers):
             self.add_header(name, value)
+        # Send the head now: a streamed response (SSE) may not produce a byte for a while, and
+        # finish() must not invent a Content-Length (HEAD, 304) that Next did not send.
+        await self.relay_chunk(b"")
 
     async def relay_chunk(self, chunk: bytes) -> None:
         if self._client_gone:
             return
-        self.write(chunk)
+        if chunk:
+            self.write(chunk)
         try:
             await self.flush()
         except StreamClosedError:
