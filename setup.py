@@ -11,11 +11,13 @@ setup(
         "PyJWT>=2.12",
         "PyYAML>=6.0",
         "redis>=5.0",
+        "brotli>=1.1",  # precompressed static assets; the gateway falls back to gzip without it
     ],
     extras_require={
         "test": [
             "pytest>=8.0",
             "pytest-tornado>=0.8.1",
+            "websockets>=13",
             "ruff>=0.6",
             "mypy>=1.10",
             "types-PyYAML",

@@ -18,35 +18,79 @@ import time
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
+from tornado.routing import Rule
 from tornado.web import Application
 
 from gateway import nextjs
 from gateway.config import GatewayConfig
 from gateway.errors import StartupError
-from gateway.proxy.handler import ProxyHandler
-from gateway.proxy.upstream import UpstreamConnector
+from gateway.proxy.handler import ProxyHandler, ProxySettings
+from gateway.proxy.headers import ForwardingPolicy
+from gateway.proxy.static import StaticAssets
+from gateway.proxy.upstream import UpstreamPool
+from gateway.proxy.websocket import WebSocketPassthrough, WebSocketUpgrade
 from gateway.status import HealthHandler, ReadyHandler, ReservedNotFoundHandler
-from gateway.supervisor import ChildSupervisor
+from gateway.supervisor import ChildState, ChildSupervisor
 
 log = logging.getLogger("gateway")
 
 
+def make_proxy(cfg: GatewayConfig, supervisor: ChildSupervisor) -> ProxySettings:
+    """The proxy's shared state; the pool and the static set follow the child's restarts."""
+    pcfg = cfg.proxy
+    idle_timeout = min(pcfg.pool_idle_timeout, 4.0) if cfg.next.dev else pcfg.pool_idle_timeout
+    pool = UpstreamPool(pcfg.connect_timeout, pcfg.pool_max_idle, idle_timeout)
+    static = None
+    if cfg.static.enabled and not cfg.next.dev:  # `next dev` rewrites its assets constantly
+        static = StaticAssets(
+            cfg.next.dir, cfg.static.max_file_size, cfg.static.max_total_size, cfg.static.compress
+        )
+    settings = ProxySettings(
+        upstream=supervisor,
+        pool=pool,
+        forwarding=ForwardingPolicy(pcfg.trusted_proxies),
+        static=static,
+        max_body_size=cfg.server.max_body_size,
+        first_byte_timeout=pcfg.first_byte_timeout,
+        idle_timeout=pcfg.idle_timeout,
+    )
+
+    background: set[asyncio.Task[None]] = set()
+
+    def on_child_state(state: ChildState) -> None:
+        if state is not ChildState.RUNNING:
+            pool.clear()  # idle connections to a child that is gone are dead
+        elif static is not None:  # a restart may follow a new build
+            task = asyncio.get_running_loop().create_task(static.reload_if_changed())
+            background.add(task)
+            task.add_done_callback(background.discard)
+
+    supervisor.add_listener(on_child_state)
+    return settings
+
+
 def make_app(cfg: GatewayConfig, supervisor: ChildSupervisor, started: float) -> Application:
     """The route table: the gateway's own paths first, everything else to Next.js."""
+    proxy = make_proxy(cfg, supervisor)
+
+    def details() -> dict[str, object]:
+        out: dict[str, object] = {"pool": proxy.pool.snapshot()}
+        if proxy.static is not None:
+            out["static"] = proxy.static.snapshot()
+        return out
+
+    passthrough = {
+        "upstream": supervisor,
+        "forwarding": proxy.forwarding,
+        "connect_timeout": cfg.proxy.connect_timeout,
+    }
     return Application(
         [
             (r"/_gateway/health", HealthHandler, {"started": started}),
-            (r"/_gateway/ready", ReadyHandler, {"supervisor": supervisor}),
+            (r"/_gateway/ready", ReadyHandler, {"supervisor": supervisor, "details": details}),
             (r"/_gateway/.*", ReservedNotFoundHandler),
-            (
-                r".*",
-                ProxyHandler,
-                {
-                    "upstream": supervisor,
-                    "connector": UpstreamConnector(),
-                    "max_body_size": cfg.server.max_body_size,
-                },
-            ),
+            Rule(WebSocketUpgrade(), WebSocketPassthrough, passthrough),
+            (r".*", ProxyHandler, {"settings": proxy}),
         ],
         compress_response=False,  # bodies pass through as Next encoded them
         xsrf_cookies=False,

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -40,9 +41,21 @@ def setting(
     choices: tuple[str, ...] | None = None,
     env: str | None = None,
     secret: bool = False,
+    check: Callable[[Any], str | None] | None = None,
 ) -> Any:
-    """Declare one configuration key with its default, documentation and constraints."""
-    meta = {"doc": doc, "low": low, "high": high, "choices": choices, "env": env, "secret": secret}
+    """Declare one configuration key with its default, documentation and constraints.
+
+    ``check(value)`` returns a problem description, or None when the value is fine.
+    """
+    meta = {
+        "doc": doc,
+        "low": low,
+        "high": high,
+        "choices": choices,
+        "env": env,
+        "secret": secret,
+        "check": check,
+    }
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -67,6 +80,63 @@ class ServerConfig:
         75.0,
         doc="Seconds an idle client keep-alive connection stays open.",
         low=1.0,
+    )
+
+
+def _ip_networks(values: list[str]) -> str | None:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"{value!r} is not an IP address or CIDR network"
+    return None
+
+
+@dataclass
+class ProxyConfig:
+    trusted_proxies: list[str] = setting(
+        factory=list,
+        doc="IPs or CIDR networks of proxies in front of the gateway whose X-Forwarded-*, "
+        "Forwarded and X-Real-IP headers are believed; from anyone else they are replaced.",
+        check=_ip_networks,
+    )
+    connect_timeout: float = setting(
+        5.0, doc="Seconds to open a connection to Next.js.", low=0.1, high=600.0
+    )
+    first_byte_timeout: float = setting(
+        300.0, doc="Seconds from the request sent to Next's response headers.", low=0.1
+    )
+    idle_timeout: float = setting(
+        300.0,
+        doc="Longest silence between two chunks of a response, in seconds (a stream that "
+        "keeps sending is never cut).",
+        low=0.1,
+    )
+    pool_max_idle: int = setting(
+        64, doc="Idle keep-alive connections to Next.js kept for reuse.", low=0, high=100000
+    )
+    pool_idle_timeout: float = setting(
+        30.0,
+        doc="Seconds an idle pooled connection is kept; `next start` is told to keep "
+        "connections 5 s longer (`next dev` cannot be told, so there it is at most 4 s).",
+        low=0.5,
+        high=3600.0,
+    )
+
+
+@dataclass
+class StaticConfig:
+    enabled: bool = setting(True, doc="Serve /_next/static/* from memory instead of Next.js.")
+    max_file_size: int = setting(
+        16 * 1024 * 1024, doc="Larger files are left to Next.js, in bytes.", low=0
+    )
+    max_total_size: int = setting(
+        512 * 1024 * 1024,
+        doc="Memory budget for the whole set, in bytes; files beyond it are left to Next.js.",
+        low=0,
+    )
+    compress: bool = setting(
+        True, doc="Precompress text assets (gzip, and brotli when the package is installed)."
     )
 
 
@@ -181,6 +251,8 @@ class LogConfig:
 class GatewayConfig:
     server: ServerConfig = setting(factory=ServerConfig, doc="The public listener.")
     next: NextConfig = setting(factory=NextConfig, doc="The supervised Next.js child.")
+    proxy: ProxyConfig = setting(factory=ProxyConfig, doc="The HTTP reverse proxy to Next.js.")
+    static: StaticConfig = setting(factory=StaticConfig, doc="The /_next/static fast path.")
     auth: AuthConfig = setting(factory=AuthConfig, doc="Realtime connection authentication.")
     api: ApiConfig = setting(factory=ApiConfig, doc="Server API.")
     engine: EngineConfig = setting(factory=EngineConfig, doc="Realtime engine.")
@@ -306,6 +378,9 @@ def _coerce(tp: Any, value: Any, key: str, meta: Mapping[str, Any], where: str) 
         fail(f"{value!r} is out of range (must be {bounds})")
     if choices is not None and value not in choices:
         fail(f"{value!r} is not one of: {', '.join(choices)}")
+    check = meta.get("check")
+    if check is not None and (problem := check(value)):
+        fail(problem)
     return value
 
 

@@ -83,9 +83,24 @@ def child_spec(cfg: GatewayConfig, public_port: int) -> ChildSpec:
         node = shutil.which(nxt.node) or nxt.node
         script = os.path.abspath(_next_bin(nxt.dir))
 
+        # Next must keep idle connections open longer than the gateway's pool does, so that the
+        # gateway, not Next, closes them (`next dev` has no such option: see make_proxy).
+        keep_alive_ms = str(int((cfg.proxy.pool_idle_timeout + 5) * 1000))
+
         def argv(port: int) -> list[str]:
-            mode = "dev" if nxt.dev else "start"
-            return [node, script, mode, "-H", host, "-p", str(port)]
+            if nxt.dev:
+                return [node, script, "dev", "-H", host, "-p", str(port)]
+            return [
+                node,
+                script,
+                "start",
+                "-H",
+                host,
+                "-p",
+                str(port),
+                "--keepAliveTimeout",
+                keep_alive_ms,
+            ]
 
     env = dict(os.environ)
     env.update(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tornado.web import RequestHandler
@@ -49,16 +50,20 @@ class HealthHandler(JSONHandler):
 class ReadyHandler(JSONHandler):
     """Readiness: 200 when the Next.js child answers HTTP, 503 with the reason otherwise."""
 
-    def initialize(self, supervisor: ChildSupervisor) -> None:
+    def initialize(
+        self, supervisor: ChildSupervisor, details: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         self.supervisor = supervisor
+        self.details = details
 
     def get(self) -> None:
+        extra = self.details() if self.details is not None else {}
         snapshot = self.supervisor.snapshot()
         if self.supervisor.target() is not None:
-            self.send_json(200, {"status": "ready", "next": snapshot})
+            self.send_json(200, {"status": "ready", "next": snapshot, **extra})
             return
         self.set_header("Retry-After", str(self.supervisor.retry_after()))
-        self.send_json(503, {"status": "not_ready", "next": snapshot})
+        self.send_json(503, {"status": "not_ready", "next": snapshot, **extra})
 
     head = get
 

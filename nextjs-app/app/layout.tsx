@@ -17,6 +17,8 @@ export default function RootLayout({ children }: { children: React.ReactNode }) 
             <Link href="/">Home</Link>
             <Link href="/about">About</Link>
             <Link href="/time">Server time</Link>
+            <Link href="/stream">Streaming</Link>
+            <Link href="/notes">Notes</Link>
           </nav>
         </header>
         <main>{children}</main>

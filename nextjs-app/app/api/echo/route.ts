@@ -30,3 +30,6 @@ async function describe(request: Request) {
 export const GET = describe;
 export const POST = describe;
 export const PUT = describe;
+export const PATCH = describe;
+export const DELETE = describe;
+export const OPTIONS = describe;

@@ -1,0 +1,130 @@
+"""WebSocket upgrades the gateway does not own (HMR in ``next dev``, an app's own sockets).
+
+The client is accepted only after the child has accepted the same upgrade, so the subprotocol
+the child chose is the one the client gets, and a refusal (404, 403...) reaches the client as
+the child's HTTP answer. Messages are relayed both ways as they come; a close on one side is
+passed to the other with its code and reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tornado import httputil
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.routing import Matcher
+from tornado.websocket import (
+    WebSocketClientConnection,
+    WebSocketClosedError,
+    WebSocketHandler,
+    websocket_connect,
+)
+
+from gateway.proxy.headers import ForwardingPolicy, local_port
+from gateway.proxy.upstream import Upstream
+
+log = logging.getLogger("gateway.proxy.websocket")
+
+# Handshake headers each side negotiates for itself (RFC 6455 §4).
+_HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+        "host",
+    }
+)
+# Close codes that must not be sent in a close frame (RFC 6455 §7.4.1).
+_RESERVED_CLOSE = frozenset({1005, 1006, 1015})
+
+
+class WebSocketUpgrade(Matcher):
+    """Matches requests that ask to upgrade to WebSocket, whatever their path."""
+
+    def match(self, request: httputil.HTTPServerRequest) -> dict[str, Any] | None:
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            return {}
+        return None
+
+
+class WebSocketPassthrough(WebSocketHandler):
+    """Bridges one client WebSocket to the same path on the child."""
+
+    def initialize(
+        self, upstream: Upstream, forwarding: ForwardingPolicy, connect_timeout: float
+    ) -> None:
+        self.upstream = upstream
+        self.forwarding = forwarding
+        self.connect_timeout = connect_timeout
+        self.child: WebSocketClientConnection | None = None
+        self._closing_from_child = False
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        target = self.upstream.target()
+        if target is None:
+            self.set_status(503)
+            self.set_header("Retry-After", str(self.upstream.retry_after()))
+            self.finish({"error": "service_unavailable", "detail": "the application is starting"})
+            return
+        req = self.request
+        headers = self.forwarding.upstream_headers(
+            req.headers,
+            req.remote_ip or "",
+            req.protocol,
+            req.host,
+            local_port(req),
+            drop=_HANDSHAKE,
+        )
+        headers["Host"] = req.host
+        offered = [
+            p.strip() for p in req.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+        ]
+        url = f"ws://{target[0]}:{target[1]}{req.uri}"
+        try:
+            self.child = await websocket_connect(
+                HTTPRequest(url, headers=headers, connect_timeout=self.connect_timeout),
+                on_message_callback=self._from_child,
+                subprotocols=offered or None,
+                max_message_size=64 * 1024 * 1024,
+            )
+        except HTTPClientError as e:  # the child refused the upgrade: pass its answer on
+            self.set_status(e.code)
+            self.finish(e.response.body if e.response is not None else b"")
+            return
+        except OSError as e:
+            log.warning("websocket to the child failed for %s: %s", req.uri, e)
+            self.set_status(502)
+            self.finish({"error": "bad_gateway"})
+            return
+        await super().get(*args, **kwargs)
+
+    def check_origin(self, origin: str) -> bool:
+        return True  # Origin is forwarded: the child applies its own policy
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        return self.child.selected_subprotocol if self.child is not None else None
+
+    def on_message(self, message: str | bytes) -> None:
+        if self.child is not None:
+            self.child.write_message(message, binary=isinstance(message, bytes))
+
+    def _from_child(self, message: str | bytes | None) -> None:
+        if message is None:  # the child closed
+            child = self.child
+            code = child.close_code if child is not None else None
+            reason = child.close_reason if child is not None else None
+            self._closing_from_child = True
+            self.close(code if code not in _RESERVED_CLOSE else None, reason)
+            return
+        try:
+            self.write_message(message, binary=isinstance(message, bytes))
+        except WebSocketClosedError:  # the client is already gone; on_close tidies up
+            return
+
+    def on_close(self) -> None:
+        if self.child is not None and not self._closing_from_child:
+            code = self.close_code if self.close_code not in _RESERVED_CLOSE else None
+            self.child.close(code, self.close_reason)
