@@ -214,25 +214,25 @@ class StaticAssets:
                     refused.add(url)
                     continue
                 try:
-                    size = os.path.getsize(real)
-                    if size > self.max_file_size or total + size > self.max_total_size:
+                    st = os.stat(real)
+                    if st.st_size > self.max_file_size or total + st.st_size > self.max_total_size:
                         continue  # left to Next.js
                     with open(real, "rb") as f:
                         body = f.read()
-                    mtime = os.path.getmtime(real)
                 except OSError as e:
                     log.warning("cannot read %s: %s", full, e)
                     continue
                 total += len(body)
-                assets[url] = self._asset(name, body, mtime)
+                assets[url] = self._asset(name, body, st.st_mtime_ns)
         return assets, frozenset(refused), build_id, total
 
-    def _asset(self, name: str, body: bytes, mtime: float) -> Asset:
+    def _asset(self, name: str, body: bytes, mtime_ns: int) -> Asset:
         content_type, compressible = _content_type(name)
-        # The weak ETag Next.js itself sends for this file (npm `etag`: size and mtime in ms, in
-        # hex), so a cache revalidates the same way whichever of the two served it. Weak, it
-        # stays the same for the compressed representations (RFC 9110 §8.8.1).
-        tag = f'W/"{len(body):x}-{int(mtime * 1000):x}"'
+        # The weak ETag Next.js itself sends for this file (npm `etag`: size and mtime in ms,
+        # rounded as Node's fs.Stats does, in hex), so a cache revalidates the same way whichever
+        # of the two served it. Weak, it stays the same for the compressed representations
+        # (RFC 9110 §8.8.1).
+        tag = f'W/"{len(body):x}-{round(mtime_ns / 1_000_000):x}"'
         gz = None
         if self.compress and compressible and len(body) >= _MIN_COMPRESS:
             packed = gzip.compress(body, compresslevel=9, mtime=0)
@@ -240,7 +240,7 @@ class StaticAssets:
                 gz = Representation(packed, tag, "gzip")
         return Asset(
             content_type=content_type,
-            last_modified=email.utils.formatdate(mtime, usegmt=True),
+            last_modified=email.utils.formatdate(mtime_ns / 1e9, usegmt=True),
             identity=Representation(body, tag, None),
             gzip=gz,
         )

@@ -204,3 +204,26 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+
+def open_response(
+    url: str, method: str = "GET", headers: Mapping[str, str] | None = None, timeout: float = 10.0
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """Send a request and return once the response head is in; read the body as it streams
+    with ``resp.read1()``. Close the connection to go away mid-response."""
+    hostport = url[len("http://") :].split("/", 1)[0]
+    host, _, port = hostport.partition(":")
+    conn = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
+    conn.request(method, url[len("http://") + len(hostport) :] or "/", headers=dict(headers or {}))
+    return conn, conn.getresponse()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))

@@ -3,9 +3,15 @@
     python standin_child.py --port N [--start-delay S] [--exit-after S] [--exit-code C]
                             [--never-ready] [--ignore-sigterm] [--grandchild]
 
-GET /        -> 200 "standin <pid>"
-GET /slow?s= -> 200 after s seconds (an in-flight request)
-GET /crash   -> the process exits with status 3 at once
+GET /                 -> 200 "standin <pid>"
+GET /slow?s=          -> 200 after s seconds (an in-flight request)
+GET /crash            -> the process exits with status 3 at once
+GET /truncate         -> Content-Length 100000, 1000 bytes, then the connection is closed
+GET /chunked-truncate -> two chunks of a chunked body, then the connection is closed
+GET /no-response      -> the connection is closed without a response
+GET /stall?s=&chunks= -> chunked; a chunk every s seconds (silence between chunks)
+GET /close-after?ms=  -> 200 with keep-alive, then the connection is closed after ms
+--close-reused        -> a second request on the same connection is met with a close
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from urllib.parse import parse_qs, urlparse
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    close_reused = False
+    requests_on_connection = 0
 
     def _reply(self, body: bytes) -> None:
         self.send_response(200)
@@ -35,12 +43,57 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._reply(b"")
 
+    def _hang_up(self) -> None:
+        self.wfile.flush()
+        self.close_connection = True
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.requests_on_connection += 1
+        if self.close_reused and self.requests_on_connection > 1:
+            return self._hang_up()
+        self._reply(b"posted %d" % len(body))
+
     def do_GET(self) -> None:
         url = urlparse(self.path)
+        query = parse_qs(url.query)
+        self.requests_on_connection += 1
+        if self.close_reused and self.requests_on_connection > 1:
+            return self._hang_up()
         if url.path == "/crash":
             os._exit(3)
         if url.path == "/slow":
-            time.sleep(float(parse_qs(url.query).get("s", ["1"])[0]))
+            time.sleep(float(query.get("s", ["1"])[0]))
+        if url.path == "/no-response":
+            return self._hang_up()
+        if url.path == "/truncate":
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+            return self._hang_up()
+        if url.path in ("/chunked-truncate", "/stall"):
+            chunks = 2 if url.path == "/chunked-truncate" else int(query.get("chunks", ["3"])[0])
+            pause = float(query.get("s", ["0"])[0])
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(chunks):
+                if i:
+                    time.sleep(pause)
+                self._chunk(b"part %d\n" % i)
+            if url.path == "/stall":
+                self.wfile.write(b"0\r\n\r\n")
+            return self._hang_up()
+        if url.path == "/close-after":
+            self._reply(b"closing soon")
+            self.wfile.flush()
+            time.sleep(float(query.get("ms", ["50"])[0]) / 1000)
+            return self._hang_up()
         self._reply(f"standin {os.getpid()}".encode())
 
     def log_message(self, format: str, *args: object) -> None:
@@ -58,7 +111,9 @@ def main() -> None:
     p.add_argument("--never-ready", action="store_true")
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--grandchild", action="store_true")
+    p.add_argument("--close-reused", action="store_true")
     args = p.parse_args()
+    Handler.close_reused = args.close_reused
 
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

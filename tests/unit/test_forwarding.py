@@ -1,0 +1,51 @@
+"""X-Forwarded-* policy: the gateway's own view, unless the peer is a trusted proxy."""
+
+from __future__ import annotations
+
+from tornado.httputil import HTTPHeaders
+
+from gateway.proxy.headers import ForwardingPolicy
+
+
+def client_headers() -> HTTPHeaders:
+    h = HTTPHeaders()
+    h.add("Host", "app.example")
+    h.add("X-Forwarded-For", "1.1.1.1")
+    h.add("X-Forwarded-For", "2.2.2.2")
+    h.add("X-Forwarded-Proto", "https")
+    h.add("Forwarded", "for=1.1.1.1")
+    h.add("X-Real-IP", "1.1.1.1")
+    h.add("X-Middleware-Subrequest", "1")
+    h.add("Expect", "100-continue")
+    h.add("Cookie", "a=1")
+    return h
+
+
+def test_untrusted_peer_gets_its_claims_replaced() -> None:
+    out = ForwardingPolicy(["10.0.0.0/8"]).upstream_headers(
+        client_headers(), "203.0.113.5", "http", "app.example", 8000
+    )
+    assert out.get_list("X-Forwarded-For") == ["203.0.113.5"]
+    assert out["X-Forwarded-Proto"] == "http"
+    assert out["X-Forwarded-Host"] == "app.example" and out["X-Forwarded-Port"] == "8000"
+    assert "Forwarded" not in out and "X-Real-IP" not in out
+    assert "X-Middleware-Subrequest" not in out and "Expect" not in out
+    assert out["Host"] == "app.example" and out["Cookie"] == "a=1"
+
+
+def test_trusted_peer_keeps_its_claims_and_is_appended() -> None:
+    out = ForwardingPolicy(["10.0.0.0/8"]).upstream_headers(
+        client_headers(), "10.1.2.3", "http", "app.example", 8000
+    )
+    assert out.get_list("X-Forwarded-For") == ["1.1.1.1, 2.2.2.2, 10.1.2.3"]
+    assert out["X-Forwarded-Proto"] == "https"
+    assert out["X-Forwarded-Port"] == "8000"  # not claimed by the proxy: the gateway's view
+    assert out["Forwarded"] == "for=1.1.1.1"
+    assert "X-Middleware-Subrequest" not in out  # never, not even from a trusted proxy
+
+
+def test_trust_matches_ipv4_mapped_ipv6_and_rejects_garbage() -> None:
+    policy = ForwardingPolicy(["127.0.0.1"])
+    assert policy.is_trusted("::ffff:127.0.0.1")
+    assert not policy.is_trusted("not-an-ip")
+    assert not ForwardingPolicy().is_trusted("127.0.0.1")
