@@ -17,17 +17,18 @@ import socket
 import time
 
 from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
 from tornado.netutil import bind_sockets
-from tornado.routing import Rule
+from tornado.routing import PathMatches, Rule
 from tornado.web import Application
 
 from gateway import nextjs
 from gateway.config import GatewayConfig
 from gateway.errors import StartupError
-from gateway.proxy.handler import ProxyHandler, ProxySettings
+from gateway.proxy.handler import ProxyService, ProxySettings
 from gateway.proxy.headers import ForwardingPolicy
 from gateway.proxy.static import StaticAssets
-from gateway.proxy.upstream import UpstreamPool
+from gateway.proxy.upstream import NoDelayStream, UpstreamPool
 from gateway.proxy.websocket import WebSocketPassthrough, WebSocketUpgrade
 from gateway.status import HealthHandler, ReadyHandler, ReservedNotFoundHandler
 from gateway.supervisor import ChildState, ChildSupervisor
@@ -35,7 +36,7 @@ from gateway.supervisor import ChildState, ChildSupervisor
 log = logging.getLogger("gateway")
 
 
-def make_proxy(cfg: GatewayConfig, supervisor: ChildSupervisor) -> ProxySettings:
+def make_proxy(cfg: GatewayConfig, supervisor: ChildSupervisor, port: int) -> ProxySettings:
     """The proxy's shared state; the pool and the static set follow the child's restarts."""
     pcfg = cfg.proxy
     idle_timeout = min(pcfg.pool_idle_timeout, 4.0) if cfg.next.dev else pcfg.pool_idle_timeout
@@ -53,6 +54,7 @@ def make_proxy(cfg: GatewayConfig, supervisor: ChildSupervisor) -> ProxySettings
         max_body_size=cfg.server.max_body_size,
         first_byte_timeout=pcfg.first_byte_timeout,
         idle_timeout=pcfg.idle_timeout,
+        public_port=port,
     )
 
     background: set[asyncio.Task[None]] = set()
@@ -69,9 +71,11 @@ def make_proxy(cfg: GatewayConfig, supervisor: ChildSupervisor) -> ProxySettings
     return settings
 
 
-def make_app(cfg: GatewayConfig, supervisor: ChildSupervisor, started: float) -> Application:
+def make_app(
+    cfg: GatewayConfig, supervisor: ChildSupervisor, started: float, port: int
+) -> Application:
     """The route table: the gateway's own paths first, everything else to Next.js."""
-    proxy = make_proxy(cfg, supervisor)
+    proxy = make_proxy(cfg, supervisor, port)
 
     def details() -> dict[str, object]:
         out: dict[str, object] = {"pool": proxy.pool.snapshot()}
@@ -90,11 +94,25 @@ def make_app(cfg: GatewayConfig, supervisor: ChildSupervisor, started: float) ->
             (r"/_gateway/ready", ReadyHandler, {"supervisor": supervisor, "details": details}),
             (r"/_gateway/.*", ReservedNotFoundHandler),
             Rule(WebSocketUpgrade(), WebSocketPassthrough, passthrough),
-            (r".*", ProxyHandler, {"settings": proxy}),
+            Rule(PathMatches(r".*"), ProxyService(proxy)),
         ],
         compress_response=False,  # bodies pass through as Next encoded them
         xsrf_cookies=False,
     )
+
+
+class GatewayHTTPServer(HTTPServer):
+    """Tornado's HTTP server with TCP_NODELAY set once per client connection (see
+    :class:`NoDelayStream`: Tornado would toggle it twice per response)."""
+
+    def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
+        try:
+            stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # a Unix socket, or already closed
+        else:
+            stream.__class__ = NoDelayStream  # same object, one method overridden
+        super().handle_stream(stream, address)
 
 
 def bind_public(host: str, port: int) -> list[socket.socket]:
@@ -135,8 +153,8 @@ class Gateway:
         sockets = bind_public(self.cfg.server.host, self.cfg.server.port)
         port = sockets[0].getsockname()[1]
         supervisor = self.supervisor = ChildSupervisor(nextjs.child_spec(self.cfg, port))
-        server = HTTPServer(
-            make_app(self.cfg, supervisor, started),
+        server = GatewayHTTPServer(
+            make_app(self.cfg, supervisor, started, port),
             idle_connection_timeout=self.cfg.server.idle_connection_timeout,
             max_body_size=self.cfg.server.max_body_size,
             xheaders=False,  # the proxy computes X-Forwarded-* from what it sees itself

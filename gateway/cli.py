@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from gateway import __version__
@@ -57,6 +57,16 @@ def _fail(status: int, message: str) -> int:
     return status
 
 
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when it is installed: its event loop costs less per I/O event, which the
+    proxy benchmark measures (docs/benchmarks.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -74,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(cfg.log.level)
     try:
-        return asyncio.run(Gateway(cfg).run())
+        return _run_loop(Gateway(cfg).run())
     except StartupError as e:
         return _fail(EXIT_STARTUP, str(e))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed

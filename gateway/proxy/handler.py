@@ -1,14 +1,20 @@
-"""The reverse-proxy request handler: every path the gateway does not own goes to Next.js.
+"""The reverse proxy: every request the gateway does not own goes to Next.js.
+
+This is a Tornado routing target that works on the HTTP/1.1 connection directly (an
+``HTTPMessageDelegate`` per request), not a ``RequestHandler``: the proxy needs none of what a
+handler adds (cookies, XSRF, ETag computation, output transforms, header re-validation), and
+dropping that machinery is most of the gateway's CPU per proxied request (docs/benchmarks.md).
 
 Bodies stream in both directions. A request body is written upstream chunk by chunk as Tornado
-reads it (``stream_request_body``), each write waiting for the upstream socket; a response body
-is written to the client chunk by chunk and each write waits for the client's socket to drain
-(``await flush()``), which stops reading from Next until it does: a slow client slows Next
-instead of filling the gateway's memory.
+reads it, and Tornado reads the next chunk only when the upstream socket has taken the last one.
+A response body is written to the client chunk by chunk, and the next chunk is read from Next
+only when the client's socket has taken the last one: a slow client slows Next down instead of
+filling the gateway's memory.
 
-Connections to Next come from a keep-alive pool. A request that fails on a reused connection
-before any byte of response arrived (Next closed it at the same moment) is sent again once on a
-new connection, if it is safe to send twice: an idempotent method without a body.
+Next's side is an asyncio protocol with a sans-I/O response parser (upstream.py, http11.py),
+from a keep-alive pool. A request that fails on a reused connection
+before any byte of response arrived (Next closed it at that moment) is sent again once on a new
+connection, if that is safe: an idempotent method without a body.
 """
 
 from __future__ import annotations
@@ -18,22 +24,26 @@ import email.utils
 import html
 import json
 import logging
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from types import TracebackType
+from http.client import responses
 from typing import Any
 
 from tornado import httputil
-from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
-from tornado.iostream import IOStream, StreamClosedError
-from tornado.web import RequestHandler, stream_request_body
+from tornado.http1connection import HTTP1Connection
+from tornado.iostream import StreamClosedError
 
-from gateway.proxy.headers import ForwardingPolicy, end_to_end, local_port
+from gateway.proxy.headers import ForwardingPolicy, strip_hop_by_hop
+from gateway.proxy.http11 import request_head
 from gateway.proxy.static import CACHE_CONTROL, PREFIX, Asset, StaticAssets, choose, etag_matches
-from gateway.proxy.upstream import Upstream, UpstreamPool
+from gateway.proxy.upstream import Upstream, UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("gateway.proxy")
+access_log = logging.getLogger("gateway.access")
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # RFC 9110 §9.2.2
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _UNLIMITED = 2**62
 
 
@@ -48,13 +58,8 @@ class ProxySettings:
     max_body_size: int
     first_byte_timeout: float
     idle_timeout: float
-
-    def __post_init__(self) -> None:
-        self.connection_params = HTTP1ConnectionParameters(
-            decompress=False,  # compressed bytes pass through, Content-Encoding kept
-            max_header_size=256 * 1024,
-            max_body_size=_UNLIMITED,  # a response streams through; its size is not ours to cap
-        )
+    public_port: int = 80
+    """The gateway's port, for X-Forwarded-Port."""
 
 
 def error_page(
@@ -75,173 +80,273 @@ def error_page(
     return "application/json", json.dumps(payload).encode()
 
 
-class _ResponseRelay(httputil.HTTPMessageDelegate):
-    """Receives Next's response and replays it on the client's connection."""
+class ProxyService(httputil.HTTPServerConnectionDelegate):
+    """The routing target for everything that goes to Next.js."""
 
-    def __init__(self, handler: ProxyHandler) -> None:
-        self.handler = handler
-        self.headers_seen = False
-        self.complete = False
-        self.keep_alive = False
+    def __init__(self, settings: ProxySettings) -> None:
+        self.settings = settings
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        assert isinstance(request_conn, HTTP1Connection)
+        return ProxyExchange(self.settings, request_conn)
+
+
+class ProxyExchange(httputil.HTTPMessageDelegate):
+    """One client request relayed to Next, and its response relayed back.
+
+    Tornado calls the ``HTTPMessageDelegate`` methods as the client's request arrives; the
+    upstream connection calls ``on_head`` / ``on_body`` / ``on_end`` / ``on_lost`` as Next's
+    response arrives.
+    """
+
+    def __init__(self, settings: ProxySettings, client: HTTP1Connection) -> None:
+        self.s = settings
+        self.client = client
+        self.method = "GET"
+        self.uri = "/"
+        self.headers = httputil.HTTPHeaders()
+        self.status = 0
+        self.started = 0.0
+        self._target: tuple[str, int] | None = None
+        self._conn: UpstreamConnection | None = None
+        self._reused = False
+        self._outcome: asyncio.Future[bool] | None = None
+        self._has_body = False
+        self._chunked_body = False
+        self._body_bytes = 0
+        self._asset: Asset | None = None
+        self._answered = False  # the gateway answered itself (error or static)
+        self._responded = False  # a complete response went out (or the connection was cut)
+        self._client_gone = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timed_out: str | None = None
+        self._upstream_head: bytes | None = None
+        self._pending_head: tuple[httputil.ResponseStartLine, httputil.HTTPHeaders] | None = None
+        self._pieces: list[bytes] = []
+        self._ended = False
+        self._head_sent = False
+        self._head_or_body_seen = False
+        self._waiting_for_client = False
+        self._last_activity = 0.0
+
+    # -- the client's request (called by Tornado) ---------------------------------------------
 
     def headers_received(
         self,
         start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
-    ) -> Any:
-        assert isinstance(start_line, httputil.ResponseStartLine)
-        if start_line.code < 200:  # 100 Continue / 103 Early Hints: not relayed
+    ) -> Awaitable[Any] | None:
+        assert isinstance(start_line, httputil.RequestStartLine)
+        self.started = time.perf_counter()
+        self.method, self.uri, self.headers = start_line.method, start_line.path, headers
+        # The body limit is enforced here, with a 413 instead of Tornado's 400. An answer given
+        # before the body is read makes Tornado close the connection after it.
+        self.client.set_max_body_size(_UNLIMITED)
+        if self.method not in _METHODS:
+            self._answer(405, "Method Not Allowed", f"{self.method} is not supported.")
             return None
-        self.headers_seen = True
-        connection = {
-            t.strip().lower() for v in headers.get_list("Connection") for t in v.split(",")
-        }
-        framed = (
-            "Content-Length" in headers
-            or "chunked" in headers.get("Transfer-Encoding", "").lower()
-            or start_line.code in (204, 304)
-            or self.handler.request.method == "HEAD"
-        )
-        self.keep_alive = start_line.version == "HTTP/1.1" and "close" not in connection and framed
-        return self.handler.start_response(start_line, headers)
-
-    def data_received(self, chunk: bytes) -> Any:
-        return self.handler.relay_chunk(chunk)
-
-    def finish(self) -> None:
-        self.complete = True
-
-    def on_connection_close(self) -> None:
-        pass
-
-
-@stream_request_body
-class ProxyHandler(RequestHandler):
-    """Relays one request to the child and its response back, streaming both bodies."""
-
-    def initialize(self, settings: ProxySettings) -> None:
-        self.s = settings
-        self._target: tuple[str, int] | None = None
-        self._stream: IOStream | None = None
-        self._conn: HTTP1Connection | None = None
-        self._reused = False
-        self._has_body = False
-        self._body_bytes = 0
-        self._upstream_failed = False
-        self._client_gone = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timed_out: str | None = None
-
-    # Tornado would add an ETag of its own and answer 304 on its own: the proxy must not.
-    def compute_etag(self) -> str | None:
+        declared = headers.get("Content-Length")
+        self._chunked_body = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        self._has_body = self._chunked_body or (declared is not None and declared != "0")
+        if self.s.static is not None and self.method in ("GET", "HEAD") and not self._has_body:
+            if self.uri.startswith(PREFIX) and self._find_static(self.s.static):
+                return None  # answered in finish(), once the (empty) body is read
+        if declared is not None and declared.isdigit() and int(declared) > self.s.max_body_size:
+            self._answer(413, "Payload Too Large", self._too_large())
+            return None
+        self._target = self.s.upstream.target()
+        if self._has_body:
+            if self._target is None:
+                self._answer_unavailable()
+                return None
+            return self._open_upstream(allow_reuse=True)  # the body streams as it arrives
         return None
 
-    # -- request ------------------------------------------------------------------------------
-
-    async def prepare(self) -> None:
-        request = self.request
-        method = request.method or "GET"
-        # The body limit is enforced in data_received, with a 413 instead of Tornado's 400;
-        # an early answer (413, 503...) then makes Tornado close the connection after it.
-        request.connection.set_max_body_size(_UNLIMITED)  # type: ignore[union-attr]
-        if (
-            self.s.static is not None
-            and request.path.startswith(PREFIX)
-            and method in ("GET", "HEAD")
-        ):
-            if self._serve_static(self.s.static):
-                return
-        declared = request.headers.get("Content-Length")
-        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-        if declared is not None and declared.isdigit() and int(declared) > self.s.max_body_size:
-            await self._refuse_body(413, "Payload Too Large", self._too_large_detail())
-            return
-        self._has_body = chunked or (declared is not None and declared != "0")
-        if chunked and method not in ("POST", "PUT", "PATCH"):
-            # Tornado's client frames a body of unknown length only for these methods.
-            await self._refuse_body(411, "Length Required", "send a Content-Length header")
-            return
-        self._target = self.s.upstream.target()
-        if self._target is None:
-            self.send_unavailable()
-            return
-        if self._has_body:  # open now: the body is streamed upstream as it arrives
-            await self._open_upstream(allow_reuse=True)
-
-    async def data_received(self, chunk: bytes) -> None:
-        if self._finished:
-            return  # already answered (413, 502...): the rest of the body is discarded
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self._responded:
+            return None  # already answered: the rest of the body is discarded
         self._body_bytes += len(chunk)
         if self._body_bytes > self.s.max_body_size:
             self._discard_upstream()
-            await self._refuse_body(413, "Payload Too Large", self._too_large_detail())
-            return
-        if self._conn is None or self._upstream_failed:
-            return
-        try:
-            await self._conn.write(chunk)
-        except StreamClosedError:
-            self._upstream_failed = True  # answered with 502 once the body is read
+            self._answer(413, "Payload Too Large", self._too_large())
+            return None
+        conn = self._conn
+        if conn is None or conn.closed:
+            return None  # Next is gone; answered once the body is read
+        if self._chunked_body:
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        else:
+            conn.send(chunk)
+        return conn.drain()  # Tornado reads the next piece once Next has taken this one
 
-    async def relay(self) -> None:
-        """Send the request (or its end) and relay the response; retry once when safe."""
+    def finish(self) -> None:
+        """The request is fully read: answer it (in a task; Tornado does not await this)."""
+        if self._responded:
+            return
+        self.client.set_close_callback(self.on_connection_close)
+        if self._asset is not None:
+            self._send_asset(self._asset)
+            return
+        task = asyncio.ensure_future(self._relay())
+        task.add_done_callback(self._relay_done)
+
+    def on_connection_close(self) -> None:
+        # The client went away: abort the upstream request so Next stops producing for nobody.
+        self._client_gone = True
+        self._discard_upstream()
+
+    def _relay_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("proxy failure for %s %s", self.method, self.uri, exc_info=exc)
+            self._discard_upstream()
+            if not self._client_gone:
+                if self._head_sent:
+                    self._abort_client()
+                else:
+                    self._answer(502, "Bad Gateway", "The gateway failed to relay the request.")
+
+    # -- relaying -----------------------------------------------------------------------------
+
+    async def _relay(self) -> None:
+        """Send the end of the request and wait for the response; retry once when safe."""
         for attempt in (1, 2):
-            if self._finished or self._client_gone:
-                return
-            if self._conn is None and not await self._open_upstream(allow_reuse=attempt == 1):
-                return
-            reused = self._reused
-            relay = _ResponseRelay(self)
-            await self._exchange(relay)
-            if relay.complete and not self._client_gone:
-                self._release(relay.keep_alive)
-                self.finish()
-                return
+            if self._conn is None:
+                if self._target is None:
+                    self._answer_unavailable()
+                    return
+                if not await self._open_upstream(allow_reuse=attempt == 1):
+                    return
+            conn, outcome = self._conn, self._outcome
+            assert conn is not None and outcome is not None
+            if self._chunked_body:
+                conn.send(b"0\r\n\r\n")
+            if not outcome.done():
+                self._watchdog_on()
+            if await outcome:
+                return  # on_end finished the response
+            started = conn.response_started
             self._discard_upstream()
             if self._client_left():
                 return
-            if relay.headers_seen:
+            if self._head_sent:
                 # Head (and part of the body) are out: the only honest signal left is to cut
                 # the connection, so the client sees a truncated message, never a complete one.
                 log.warning(
                     "upstream %s mid-response: %s %s",
                     "timed out" if self._timed_out else "closed",
-                    self.request.method,
-                    self.request.uri,
+                    self.method,
+                    self.uri,
                 )
                 self._abort_client()
                 return
-            if attempt == 1 and reused and not self._timed_out and self._replayable():
-                log.debug("pooled connection was closed by Next; retrying %s", self.request.uri)
-                continue
+            if attempt == 1 and self._reused and not started and not self._timed_out:
+                if self._replayable():
+                    log.debug("pooled connection was closed by Next; retrying %s", self.uri)
+                    continue
             if self._timed_out:
-                self._send_error(
-                    504, "Gateway Timeout", "The application server did not respond in time.", None
+                self._answer(
+                    504, "Gateway Timeout", "The application server did not respond in time."
                 )
             else:
                 await self._upstream_unreachable("closed the connection before responding")
             return
 
-    get = post = put = patch = delete = options = head = relay
-
-    async def _exchange(self, relay: _ResponseRelay) -> None:
-        assert self._conn is not None
-        try:
-            if self._upstream_failed:
-                raise StreamClosedError()
-            self._conn.finish()
-            self._arm(self.s.first_byte_timeout, "first byte")
-            await self._conn.read_response(relay)
-        except (StreamClosedError, httputil.HTTPInputError, httputil.HTTPOutputError) as e:
-            log.debug("upstream error for %s %s: %r", self.request.method, self.request.uri, e)
-        finally:
-            self._disarm()
-
     def _client_left(self) -> bool:  # a method: the flag changes while we await
         return self._client_gone
 
     def _replayable(self) -> bool:
-        return self.request.method in _IDEMPOTENT and not self._has_body
+        return self.method in _IDEMPOTENT and not self._has_body
+
+    # -- Next's response (called by the upstream connection) ----------------------------------
+    #
+    # Everything the parser reports from one read of Next's socket is batched and written to the
+    # client by flush(), called once per read: a small response read whole goes out in one
+    # write (head and body), and a large one in one write per socket read instead of one per
+    # chunk. On loopback each write is a send() and a wake-up of the reader: the measured bulk
+    # of the proxy's CPU per small response.
+
+    def on_head(
+        self, code: int, reason: str, headers: httputil.HTTPHeaders, keep_alive: bool
+    ) -> None:
+        self.status = code
+        strip_hop_by_hop(headers)
+        self._pending_head = (httputil.ResponseStartLine("HTTP/1.1", code, reason), headers)
+
+    def on_body(self, data: bytes) -> None:
+        self._pieces.append(data)
+
+    def on_end(self) -> None:
+        self._ended = True
+
+    def on_lost(self, error: Exception | None) -> None:
+        log.debug("upstream lost for %s %s: %r", self.method, self.uri, error)
+        self._pieces.clear()
+        self._pending_head = None
+        self._settle(False)
+
+    def flush(self) -> None:
+        """Write what the last read produced; finish the response if it ended."""
+        self._touch()
+        if self._client_gone:
+            return
+        if self._pending_head is not None:
+            head, headers = self._pending_head
+            self._pending_head = None
+            self._head_sent = True
+            body = b"".join(self._pieces) if self._pieces else None
+            self._pieces.clear()
+            self._watch_write(self.client.write_headers(head, headers, body))
+        elif self._pieces:
+            data = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
+            self._pieces.clear()
+            self._watch_write(self.client.write(data))
+        if self._ended:
+            self._ended = False
+            self._finish_response()
+            conn, self._conn = self._conn, None
+            if conn is not None and self._target is not None:
+                self.s.pool.release(self._target, conn)
+            self._settle(True)
+
+    def _settle(self, complete: bool) -> None:
+        self._watchdog_off()
+        if self._outcome is not None and not self._outcome.done():
+            self._outcome.set_result(complete)
+
+    def _watch_write(self, written: asyncio.Future[None]) -> None:
+        """Backpressure: while the client has not taken a write, Next's socket is not read."""
+        if written.done():
+            if written.exception() is not None:  # StreamClosedError: the client left
+                self.on_connection_close()
+            return
+        conn = self._conn
+        if conn is not None:
+            conn.pause_reading()
+        self._waiting_for_client = True
+        written.add_done_callback(lambda f: self._after_write(conn, f))
+
+    def _after_write(
+        self, paused: UpstreamConnection | None, written: asyncio.Future[None]
+    ) -> None:
+        self._waiting_for_client = False
+        self._touch()  # time spent waiting for a slow client is not Next's idleness
+        if written.exception() is not None:
+            self.on_connection_close()
+            return
+        if paused is not None and paused is self._conn:  # still ours, not recycled meanwhile
+            paused.resume_reading()
+
+    def _finish_response(self) -> None:
+        self._responded = True
+        try:
+            self.client.finish()
+        except (StreamClosedError, httputil.HTTPOutputError) as e:
+            log.debug("could not finish %s %s: %r", self.method, self.uri, e)
+            self.client.close()
+        self._log_access()
 
     # -- upstream connection ------------------------------------------------------------------
 
@@ -251,150 +356,150 @@ class ProxyHandler(RequestHandler):
         assert target is not None
         try:
             if allow_reuse:
-                stream, self._reused = await self.s.pool.acquire(target)
+                conn, self._reused = await self.s.pool.acquire(target)
             else:
-                stream, self._reused = await self.s.pool.open(*target), False
-                self.s.pool.stats.in_use += 1
+                conn, self._reused = await self.s.pool.acquire_new(target), False
         except OSError as e:
             await self._upstream_unreachable(str(e))
             return False
-        self._stream = stream
-        self._conn = HTTP1Connection(stream, True, self.s.connection_params)
-        start_line = httputil.RequestStartLine(
-            self.request.method or "GET", self.request.uri or "/", "HTTP/1.1"
-        )
-        try:
-            await self._conn.write_headers(start_line, self._upstream_headers())
-        except StreamClosedError:
-            self._upstream_failed = True  # the retry logic in relay() decides
+        if self._client_gone:
+            self.s.pool.release(target, conn)
+            return False
+        if self._upstream_head is None:  # built once, reused by a retry
+            self._upstream_head = request_head(self.method, self.uri, self._upstream_headers())
+        self._conn = conn
+        self._outcome = asyncio.get_running_loop().create_future()
+        conn.start(self, self.method, self._upstream_head)
         return True
 
     def _upstream_headers(self) -> httputil.HTTPHeaders:
-        req = self.request
-        return self.s.forwarding.upstream_headers(
-            req.headers, req.remote_ip or "", req.protocol, req.host, local_port(req)
+        context = self.client.context
+        peer = getattr(context, "remote_ip", "") or ""
+        scheme = getattr(context, "protocol", "http") or "http"
+        host = self.headers.get("Host", "")
+        headers = self.s.forwarding.upstream_headers(
+            self.headers, peer, scheme, host, self.s.public_port
         )
-
-    def _release(self, reusable: bool) -> None:
-        if self._stream is not None and self._target is not None:
-            self.s.pool.release(self._target, self._stream, reusable)
-        self._stream = None
-        self._conn = None
+        if self._chunked_body:  # stripped as hop-by-hop; the gateway frames the body itself
+            headers["Transfer-Encoding"] = "chunked"
+        return headers
 
     def _discard_upstream(self) -> None:
-        self._release(False)
+        conn, self._conn = self._conn, None
+        if conn is not None and self._target is not None:
+            conn.abort()
+            self.s.pool.release(self._target, conn)
+        self._settle(False)
 
     # -- watchdog: first-byte and idle timeouts -----------------------------------------------
+    #
+    # One timer per exchange, moved lazily: activity only records the time, and the timer, when
+    # it fires, re-arms itself for the rest of the interval. Cancelling and re-creating a timer
+    # per chunk cost more than the rest of the chunk's handling.
 
-    def _arm(self, seconds: float, what: str) -> None:
-        self._disarm()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire, what)
+    def _watchdog_on(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_activity = loop.time()
+        if self._timer is None:
+            self._timer = loop.call_at(self._last_activity + self._timeout(), self._check_idle)
 
-    def _disarm(self) -> None:
+    def _watchdog_off(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _expire(self, what: str) -> None:
+    def _touch(self) -> None:
+        self._last_activity = asyncio.get_running_loop().time()
+        self._head_or_body_seen = True
+
+    def _timeout(self) -> float:
+        return self.s.idle_timeout if self._head_or_body_seen else self.s.first_byte_timeout
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
         self._timer = None
-        self._timed_out = what
-        if self._stream is not None:
-            self._stream.close()  # the pending read fails; relay() answers 504 or cuts
-
-    # -- response relay -----------------------------------------------------------------------
-
-    async def start_response(
-        self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders
-    ) -> None:
-        self._disarm()
-        self.set_status(start_line.code, start_line.reason or None)
-        # Tornado pre-sets Content-Type, Server and Date: the response must be Next's alone.
-        for name in ("Content-Type", "Server", "Date"):
-            self.clear_header(name)
-        for name, value in end_to_end(headers):
-            self.add_header(name, value)
-        # Send the head now: a streamed response (SSE) may not produce a byte for a while, and
-        # finish() must not invent a Content-Length (HEAD, 304) that Next did not send.
-        await self.relay_chunk(b"")
-
-    async def relay_chunk(self, chunk: bytes) -> None:
-        self._disarm()  # time spent waiting for a slow client is not Next's idleness
-        if self._client_gone:
+        deadline = self._last_activity + self._timeout()
+        if self._waiting_for_client or loop.time() < deadline:
+            self._timer = loop.call_at(max(deadline, loop.time() + 0.05), self._check_idle)
             return
-        if chunk:
-            self.write(chunk)
-        try:
-            await self.flush()
-        except StreamClosedError:
-            self.on_connection_close()
-            return
-        self._arm(self.s.idle_timeout, "idle")
-
-    def on_connection_close(self) -> None:
-        # The client went away: abort the upstream request so Next stops producing for nobody.
-        self._client_gone = True
-        self._disarm()
-        self._discard_upstream()
-        super().on_connection_close()
-
-    def on_finish(self) -> None:
-        self._disarm()
-        self._discard_upstream()  # no-op after a normal release; a safety net against leaks
-
-    def log_exception(
-        self,
-        typ: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if isinstance(value, StreamClosedError):  # the client left mid-upload: not an error
-            return
-        super().log_exception(typ, value, tb)
+        self._timed_out = "idle" if self._head_or_body_seen else "first byte"
+        if self._conn is not None:
+            self._conn.abort()  # _relay answers 504, or cuts a response already under way
+        self._settle(False)
 
     # -- static fast path ---------------------------------------------------------------------
 
-    def _serve_static(self, static: StaticAssets) -> bool:
-        """Answer from memory if the asset is known; True when the request is done."""
-        if "Range" in self.request.headers:
+    def _find_static(self, static: StaticAssets) -> bool:
+        """True if the gateway answers this static path itself (the asset, or a 404)."""
+        if "Range" in self.headers:
             return False  # rare for these files; Next.js implements ranges
-        asset = static.lookup(self.request.path)
-        if asset is None:
-            if static.refused(self.request.path):
-                self._send_error(404, "Not Found", "No such static file.", None)
-                return True
-            return False  # e.g. a build newer than the set in memory: Next has it
-        self._send_asset(asset)
-        return True
+        path = self.uri.split("?", 1)[0]
+        asset = static.lookup(path)
+        if asset is not None:
+            self._asset = asset
+            return True
+        if static.refused(path):
+            self._answer(404, "Not Found", "No such static file.")
+            return True
+        return False  # e.g. a build newer than the set in memory: Next has it
 
     def _send_asset(self, asset: Asset) -> None:
-        headers = self.request.headers
-        rep = choose(asset, headers.get("Accept-Encoding", ""))
-        self.clear_header("Server")
-        self.set_header("Cache-Control", CACHE_CONTROL)
-        self.set_header("Accept-Ranges", "bytes")
-        self.set_header("Last-Modified", asset.last_modified)
-        self.set_header("ETag", rep.etag)
-        self.set_header("Content-Type", asset.content_type)
-        self.set_header("Vary", "Accept-Encoding")
+        rep = choose(asset, self.headers.get("Accept-Encoding", ""))
+        out = httputil.HTTPHeaders()
+        out["Cache-Control"] = CACHE_CONTROL
+        out["Accept-Ranges"] = "bytes"
+        out["Last-Modified"] = asset.last_modified
+        out["ETag"] = rep.etag
+        out["Content-Type"] = asset.content_type
+        out["Vary"] = "Accept-Encoding"
+        out["Date"] = email.utils.formatdate(usegmt=True)
         if rep.encoding:
-            self.set_header("Content-Encoding", rep.encoding)
-        if_none_match = headers.get("If-None-Match")
+            out["Content-Encoding"] = rep.encoding
+        if_none_match = self.headers.get("If-None-Match")
         if if_none_match is not None:
             not_modified = etag_matches(if_none_match, [rep.etag])
         else:
             not_modified = _not_modified_since(
-                headers.get("If-Modified-Since"), asset.last_modified
+                self.headers.get("If-Modified-Since"), asset.last_modified
             )
+        body = b""
         if not_modified:
-            self.set_status(304)
-            self.finish()
-            return
-        self.set_header("Content-Length", len(rep.body))
-        self.finish(rep.body if self.request.method != "HEAD" else None)
+            self.status = 304
+        else:
+            self.status = 200
+            out["Content-Length"] = str(len(rep.body))
+            body = rep.body if self.method != "HEAD" else b""
+        self.client.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", self.status, ""), out, body
+        )
+        self._finish_response()
 
     # -- the gateway's own answers ------------------------------------------------------------
 
-    def send_unavailable(self) -> None:
+    def _answer(self, status: int, title: str, detail: str, retry_after: int | None = None) -> None:
+        """Answer with a small error body (and, with a body still unread, close afterwards)."""
+        if self._answered or self._client_gone:
+            return
+        self._answered = True
+        self.status = status
+        content_type, body = error_page(
+            status, title, detail, retry_after, self.headers.get("Accept", "")
+        )
+        out = httputil.HTTPHeaders()
+        out["Content-Type"] = content_type
+        out["Content-Length"] = str(len(body))
+        out["Cache-Control"] = "no-store"
+        out["Date"] = email.utils.formatdate(usegmt=True)
+        if retry_after is not None:
+            out["Retry-After"] = str(retry_after)
+        self.client.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "")),
+            out,
+            body if self.method != "HEAD" else b"",
+        )
+        self._finish_response()
+
+    def _answer_unavailable(self) -> None:
         retry = self.s.upstream.retry_after()
         status = self.s.upstream.status()
         detail = (
@@ -402,50 +507,38 @@ class ProxyHandler(RequestHandler):
             if status == "failed"
             else f"The application server is {status}; try again in {retry} s."
         )
-        self._send_error(503, "Service Unavailable", detail, retry)
+        self._answer(503, "Service Unavailable", detail, retry)
 
     async def _upstream_unreachable(self, reason: str) -> None:
         # A child that just died is refused before the supervisor has seen it exit; give the
         # supervisor a moment, so a restart is answered with 503 + Retry-After, not 502.
         await asyncio.sleep(0.05)
         if self.s.upstream.target() is None:
-            self.send_unavailable()
+            self._answer_unavailable()
             return
-        log.warning(
-            "upstream unreachable for %s %s: %s", self.request.method, self.request.uri, reason
-        )
-        self._send_error(502, "Bad Gateway", "The application server did not answer.", None)
+        log.warning("upstream unreachable for %s %s: %s", self.method, self.uri, reason)
+        self._answer(502, "Bad Gateway", "The application server did not answer.")
 
-    def _too_large_detail(self) -> str:
-        return f"request bodies are limited to {self.s.max_body_size} bytes"
-
-    def _send_error(
-        self, status: int, title: str, detail: str, retry_after: int | None
-    ) -> asyncio.Future[None]:
-        self.clear()
-        self.set_status(status)
-        content_type, body = error_page(
-            status, title, detail, retry_after, self.request.headers.get("Accept", "")
-        )
-        self.set_header("Content-Type", content_type)
-        self.set_header("Cache-Control", "no-store")
-        if retry_after is not None:
-            self.set_header("Retry-After", str(retry_after))
-        return self.finish(body)
-
-    async def _refuse_body(self, status: int, title: str, detail: str) -> None:
-        # Tornado closes the connection after this answer, as the body is left unread.
-        try:
-            await self._send_error(status, title, detail, None)
-        except StreamClosedError:
-            pass
+    def _too_large(self) -> str:
+        return f"Request bodies are limited to {self.s.max_body_size} bytes."
 
     def _abort_client(self) -> None:
-        """Cut the client connection mid-response, and still log and clean up the request."""
-        self.request.connection.close()  # type: ignore[union-attr]
-        self._finished = True  # no auto-finish: there is no way to finish this message
-        self.application.log_request(self)
-        self.on_finish()
+        """Cut the client connection mid-response (and still log the request)."""
+        self._responded = True
+        self.client.close()
+        self._log_access()
+
+    def _log_access(self) -> None:
+        if access_log.isEnabledFor(logging.INFO):
+            context = self.client.context
+            access_log.info(
+                "%d %s %s (%s) %.2fms",
+                self.status,
+                self.method,
+                self.uri,
+                getattr(context, "remote_ip", "-"),
+                (time.perf_counter() - self.started) * 1000,
+            )
 
 
 def _not_modified_since(header: str | None, last_modified: str) -> bool:

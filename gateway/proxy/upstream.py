@@ -1,15 +1,22 @@
-"""Connections to the Next.js child: a keep-alive pool, and the interface of its supervisor."""
+"""Connections to the Next.js child: an asyncio protocol per connection and a keep-alive pool.
+
+Also the interface the proxy needs from the child's supervisor (:class:`Upstream`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import time
+import typing
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from tornado.httputil import HTTPHeaders
 from tornado.iostream import IOStream
+
+from gateway.proxy.http11 import ProtocolError, ResponseParser, ResponseSink
 
 
 class Upstream(Protocol):
@@ -25,6 +32,173 @@ class Upstream(Protocol):
         """One word for the child's state (``starting``, ``backoff``, ``failed``...)."""
 
 
+class NoDelayStream(IOStream):
+    """An IOStream whose socket keeps TCP_NODELAY on for good.
+
+    Tornado's HTTP1Connection switches Nagle's algorithm on and off around every message: two
+    setsockopt calls per response, measured at several percent of the proxy's CPU. The gateway
+    writes whole heads and chunks, so it never needs Nagle.
+    """
+
+    def set_nodelay(self, value: bool) -> None:
+        pass
+
+
+class ExchangeSink(ResponseSink, Protocol):
+    def on_lost(self, error: Exception | None) -> None:
+        """The connection failed before the response was complete."""
+
+    def flush(self) -> None:
+        """One read of the socket has been parsed: act on what it produced."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One HTTP/1.1 connection to the child, carrying one request at a time.
+
+    The exchange calls :meth:`send` (head, then body pieces), and receives the response through
+    its sink. Reading pauses while the client is slower than Next (:meth:`pause_reading`), and
+    :meth:`drain` waits while Next is slower than an upload.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.parser: ResponseParser | None = None
+        self.sink: ExchangeSink | None = None
+        self.keep_alive = False
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._reading_paused = False
+
+    # -- driven by the exchange ---------------------------------------------------------------
+
+    def start(self, sink: ExchangeSink, method: str, head: bytes) -> None:
+        """Send a request head; the response will go to ``sink``."""
+        assert self.transport is not None and self.parser is None
+        self.sink = sink
+        self.parser = ResponseParser(self, method)
+        self.keep_alive = False
+        self.transport.write(head)
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the socket's write buffer is above its high-water mark."""
+        if self._write_paused and not self.closed:
+            loop = asyncio.get_running_loop()
+            self._drained = loop.create_future()
+            await self._drained
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._reading_paused and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self._reading_paused and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    @property
+    def response_started(self) -> bool:
+        return self.parser is not None and self.parser.started
+
+    @property
+    def reusable(self) -> bool:
+        """True after a complete response on a connection both sides keep open."""
+        return (
+            not self.closed and self.keep_alive and self.parser is not None and self.parser.complete
+        )
+
+    def recycle(self) -> None:
+        """Forget the finished exchange; the connection goes back to the pool, reading (so that
+        a close by Next is noticed while it waits there)."""
+        self.parser = None
+        self.sink = None
+        self.resume_reading()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+
+    # -- ResponseSink: the parser reports here; forwarded to the exchange ---------------------
+
+    def on_head(self, code: int, reason: str, headers: HTTPHeaders, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        if self.sink is not None:
+            self.sink.on_head(code, reason, headers, keep_alive)
+
+    def on_body(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink.on_body(data)
+
+    def on_end(self) -> None:
+        if self.sink is not None:
+            self.sink.on_end()
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without inheriting from it.
+        self.transport = typing.cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None or parser.complete:
+            self.abort()  # bytes nobody asked for: this connection can no longer be trusted
+            return
+        sink = self.sink
+        try:
+            extra = parser.feed(data)
+        except ProtocolError as e:
+            self._fail(e)
+            return
+        if extra:
+            self.keep_alive = False
+            self.abort()
+        if sink is not None:
+            sink.flush()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        parser, sink = self.parser, self.sink
+        if parser is not None and not parser.complete:
+            try:
+                parser.eof()
+            except ProtocolError as e:
+                self._fail(e)
+                return False
+            if sink is not None:
+                sink.flush()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        parser = self.parser
+        if parser is not None and not parser.complete:
+            self._fail(exc)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _fail(self, error: Exception | None) -> None:
+        sink, self.sink = self.sink, None
+        self.abort()
+        if sink is not None:
+            sink.on_lost(error)
+
+
 @dataclass
 class PoolStats:
     opened: int = 0
@@ -37,33 +211,15 @@ class PoolStats:
     idle: int = 0
 
 
-def _closed_by_peer(stream: IOStream) -> bool:
-    """True if an idle connection can no longer carry a request.
-
-    An idle HTTP/1.1 connection must have nothing to read: EOF means Next closed it, and any
-    byte would be garbage that would corrupt the next response.
-    """
-    # Bytes Tornado already buffered are as bad as bytes in the socket (private attribute,
-    # present in every Tornado 6 release).
-    if stream.closed() or getattr(stream, "_read_buffer_size", 0) > 0:
-        return True
-    try:
-        stream.socket.recv(1, socket.MSG_PEEK)  # b"" (EOF) or unexpected bytes: unusable
-    except BlockingIOError:
-        return False  # nothing to read: the healthy case
-    except OSError:
-        pass
-    return True
-
-
 class UpstreamPool:
     """Keep-alive connections to the child, reused last-in first-out.
 
-    LIFO keeps the fewest connections warm under uneven load, so the idle ones expire. A pooled
-    connection is checked before reuse (:func:`_closed_by_peer`); the rare race where Next closes
-    it while our request is in flight is for the caller to retry (only requests that are safe
-    to send twice). Idle connections are closed after ``idle_timeout``, which must stay below
-    Next's keep-alive timeout so that the gateway, not Next, usually closes them.
+    LIFO keeps the fewest connections warm under uneven load, so the idle ones expire. The event
+    loop reads every idle connection, so one that Next closes is marked closed at once and never
+    handed out; the rare race where Next closes it while a request is in flight is for the
+    caller to retry (only requests that are safe to send twice). Idle connections are closed
+    after ``idle_timeout``, which must stay below Next's keep-alive timeout so that the gateway,
+    not Next, usually closes them.
 
     The address is always a loopback IP literal: no resolver (and no resolver thread pool).
     """
@@ -73,42 +229,46 @@ class UpstreamPool:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.stats = PoolStats()
-        self._idle: dict[tuple[str, int], deque[tuple[IOStream, float]]] = {}
+        self._idle: dict[tuple[str, int], deque[tuple[UpstreamConnection, float]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
 
-    async def acquire(self, target: tuple[str, int]) -> tuple[IOStream, bool]:
-        """A connected stream and whether it is a reused one; raises OSError on failure."""
+    async def acquire(self, target: tuple[str, int]) -> tuple[UpstreamConnection, bool]:
+        """A connection and whether it is a reused one; raises OSError on failure."""
         idle = self._idle.get(target)
         now = time.monotonic()
         while idle:
-            stream, since = idle.pop()
-            if now - since > self.idle_timeout or _closed_by_peer(stream):
+            conn, since = idle.pop()
+            if conn.closed or now - since > self.idle_timeout:
                 self.stats.discarded_stale += 1
-                stream.close()
+                conn.abort()
                 continue
             self.stats.reused += 1
             self.stats.in_use += 1
-            stream.set_nodelay(True)  # HTTP1Connection turns it off after each request
-            return stream, True
-        stream = await self.open(*target)
-        self.stats.in_use += 1
-        return stream, False
+            return conn, True
+        return await self.acquire_new(target), False
 
-    def release(self, target: tuple[str, int], stream: IOStream, reusable: bool) -> None:
-        """Give a stream back after a request; it is kept only if ``reusable`` and healthy."""
+    async def acquire_new(self, target: tuple[str, int]) -> UpstreamConnection:
+        """A fresh connection, never a pooled one (for a retry)."""
+        conn = await self.open(*target)
+        self.stats.in_use += 1
+        return conn
+
+    def release(self, target: tuple[str, int], conn: UpstreamConnection) -> None:
+        """Give a connection back; it is kept only if it can carry another request."""
         self.stats.in_use -= 1
         idle = self._idle.setdefault(target, deque())
-        if not reusable or stream.closed() or len(idle) >= self.max_idle:
-            stream.close()
+        if not conn.reusable or len(idle) >= self.max_idle:
+            conn.abort()
             return
-        idle.append((stream, time.monotonic()))
+        conn.recycle()
+        idle.append((conn, time.monotonic()))
         self._schedule_sweep()
 
     def clear(self) -> None:
         """Close every idle connection (the child restarted: they all point at a dead port)."""
         for idle in self._idle.values():
-            for stream, _ in idle:
-                stream.close()
+            for conn, _ in idle:
+                conn.abort()
         self._idle.clear()
 
     def idle_count(self) -> int:
@@ -118,23 +278,20 @@ class UpstreamPool:
         self.stats.idle = self.idle_count()
         return dict(self.stats.__dict__)
 
-    async def open(self, host: str, port: int) -> IOStream:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        stream = IOStream(sock)
+    async def open(self, host: str, port: int) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(stream.connect((host, port)), self.connect_timeout)
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(UpstreamConnection, host, port), self.connect_timeout
+            )
         except TimeoutError:
-            stream.close()
             raise TimeoutError(f"connect to {host}:{port} timed out") from None
-        except Exception as e:
-            stream.close()
-            real = getattr(e, "real_error", None)
-            raise (real if isinstance(real, OSError) else ConnectionError(str(e))) from None
-        stream.set_nodelay(True)
+        assert conn.transport is not None
+        sock = conn.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.stats.opened += 1
-        return stream
+        return conn
 
     def _schedule_sweep(self) -> None:
         if self._sweeper is None:
@@ -146,12 +303,12 @@ class UpstreamPool:
         self._sweeper = None
         now = time.monotonic()
         for target, idle in list(self._idle.items()):
-            keep: deque[tuple[IOStream, float]] = deque()
-            for stream, since in idle:
-                if now - since <= self.idle_timeout and not _closed_by_peer(stream):
-                    keep.append((stream, since))
+            keep: deque[tuple[UpstreamConnection, float]] = deque()
+            for conn, since in idle:
+                if conn.closed or now - since > self.idle_timeout:
+                    conn.abort()
                 else:
-                    stream.close()
+                    keep.append((conn, since))
             if keep:
                 self._idle[target] = keep
             else:

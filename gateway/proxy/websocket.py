@@ -71,7 +71,7 @@ class WebSocketPassthrough(WebSocketHandler):
             return
         req = self.request
         headers = self.forwarding.upstream_headers(
-            req.headers,
+            req.headers.copy(),
             req.remote_ip or "",
             req.protocol,
             req.host,
