@@ -64,11 +64,21 @@ def parse_ms(text: str) -> float:
     return float(m[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m[2]]
 
 
-def wrk(url: str, duration: int, connections: int) -> Result:
+def wrk(url: str, duration: int, connections: int, accept: str) -> Result:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-H",
-         f"Accept-Encoding: {ACCEPT}", url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-H",
+            f"Accept-Encoding: {accept}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = parse_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
@@ -78,9 +88,13 @@ def wrk(url: str, duration: int, connections: int) -> Result:
     return Result(rps, p50, p99)
 
 
-async def _python_load(host: str, port: int, path: str, duration: int, connections: int) -> Result:
+async def _python_load(
+    host: str, port: int, path: str, duration: int, connections: int, accept: str
+) -> Result:
     latencies: list[float] = []
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept-Encoding: {ACCEPT}\r\n\r\n".encode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept-Encoding: {accept}\r\n\r\n".encode()
+    )
     deadline = time.monotonic() + duration
 
     async def worker() -> None:
@@ -96,20 +110,24 @@ async def _python_load(host: str, port: int, path: str, duration: int, connectio
 
     await asyncio.gather(*(worker() for _ in range(connections)))
     latencies.sort()
-    return Result(len(latencies) / duration, latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)])
+    return Result(
+        len(latencies) / duration,
+        latencies[len(latencies) // 2],
+        latencies[int(len(latencies) * 0.99)],
+    )
 
 
-def load(url: str, duration: int, connections: int) -> Result:
+def load(url: str, duration: int, connections: int, accept: str = ACCEPT) -> Result:
     if shutil.which("wrk"):
-        return wrk(url, duration, connections)
-    hostport, _, path = url[len("http://"):].partition("/")
+        return wrk(url, duration, connections, accept)
+    hostport, _, path = url[len("http://") :].partition("/")
     host, _, port = hostport.partition(":")
-    return asyncio.run(_python_load(host, int(port), "/" + path, duration, connections))
+    return asyncio.run(_python_load(host, int(port), "/" + path, duration, connections, accept))
 
 
 def sse_delays(base: str, events: int = 200, interval_ms: int = 10) -> list[float]:
     """Per-event delay in ms between Next stamping an event and this process reading it."""
-    hostport = base[len("http://"):]
+    hostport = base[len("http://") :]
     host, _, port = hostport.partition(":")
     import http.client
 
@@ -134,8 +152,16 @@ def sse_delays(base: str, events: int = 200, interval_ms: int = 10) -> list[floa
 def start_custom_server() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        ["node", str(ROOT / "bench" / "node-custom-server" / "server.js"), str(port), str(NEXT_DIR)],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            "node",
+            str(ROOT / "bench" / "node-custom-server" / "server.js"),
+            str(port),
+            str(NEXT_DIR),
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/about")
@@ -145,7 +171,9 @@ def start_custom_server() -> tuple[subprocess.Popen[bytes], str]:
 def static_asset(base: str) -> str:
     html = http_request(base + "/")[2].decode()
     paths = sorted(set(re.findall(r'(/_next/static/chunks/[^"]+\.js)"', html)))
-    sizes = {p: len(http_request(base + p, headers={"Accept-Encoding": "identity"})[2]) for p in paths}
+    sizes = {
+        p: len(http_request(base + p, headers={"Accept-Encoding": "identity"})[2]) for p in paths
+    }
     return sorted(paths, key=lambda p: sizes[p])[len(paths) // 2]  # a median-sized chunk
 
 
@@ -161,7 +189,9 @@ def main() -> None:
     print(f"load: {tool}, {args.connections} connections, {args.duration} s, best of {args.rounds}")
 
     with tempfile.TemporaryDirectory() as tmp:
-        gw = GatewayProcess(Path(tmp), {"next": {"dir": str(NEXT_DIR)}, "log": {"level": "warning"}})
+        gw = GatewayProcess(
+            Path(tmp), {"next": {"dir": str(NEXT_DIR)}, "log": {"level": "warning"}}
+        )
         gw.start()
         custom, custom_base = start_custom_server()
         try:
@@ -173,16 +203,21 @@ def main() -> None:
                 "custom": custom_base,
             }
             asset = static_asset(servers["direct"])
-            paths = {"prerendered /about": "/about", "SSR /time": "/time", f"static {asset[-22:]}": asset}
+            paths = {
+                "prerendered /about": ("/about", ACCEPT),
+                "prerendered /about, identity": ("/about", "identity"),
+                "SSR /time": ("/time", ACCEPT),
+                "static (median .js chunk)": (asset, ACCEPT),
+            }
             for base in servers.values():  # warm every server and path
-                for path in paths.values():
-                    load(base + path, 2, args.connections)
+                for path, accept in paths.values():
+                    load(base + path, 2, args.connections, accept)
             results: dict[str, dict[str, Result]] = {}
-            for label, path in paths.items():
+            for label, (path, accept) in paths.items():
                 best: dict[str, Result] = {}
                 for _ in range(args.rounds):
                     for name, base in servers.items():
-                        r = load(base + path, args.duration, args.connections)
+                        r = load(base + path, args.duration, args.connections, accept)
                         if name not in best or r.rps > best[name].rps:
                             best[name] = r
                 results[label] = best
@@ -197,11 +232,15 @@ def main() -> None:
         for name in ("direct", "gateway", "custom"):
             r = best[name]
             ratio = r.rps / best["direct"].rps
-            print(f"{label:<32}{name:<9}{r.rps:>9.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{ratio:>10.2f}x")
+            print(
+                f"{label:<32}{name:<9}{r.rps:>9.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{ratio:>10.2f}x"
+            )
     print(f"\n{'SSE event delay (ms)':<32}{'server':<9}{'p50':>9}{'p99':>9}{'max':>9}")
     for name in ("direct", "gateway", "custom"):
         d = sorted(sse[name])
-        print(f"{'':<32}{name:<9}{statistics.median(d):>9.2f}{d[int(len(d) * 0.99)]:>9.2f}{d[-1]:>9.2f}")
+        print(
+            f"{'':<32}{name:<9}{statistics.median(d):>9.2f}{d[int(len(d) * 0.99)]:>9.2f}{d[-1]:>9.2f}"
+        )
     gap = statistics.median(sse["gateway"]) - statistics.median(sse["direct"])
     print(f"SSE: gateway adds {gap:.2f} ms at the median")
 

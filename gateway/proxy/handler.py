@@ -45,6 +45,8 @@ access_log = logging.getLogger("gateway.access")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # RFC 9110 §9.2.2
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _UNLIMITED = 2**62
+# Longest a response head waits for its first piece of body (see ProxyExchange.flush).
+_HEAD_HOLD = 0.02
 
 
 @dataclass
@@ -126,6 +128,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self._pending_head: tuple[httputil.ResponseStartLine, httputil.HTTPHeaders] | None = None
         self._pieces: list[bytes] = []
         self._ended = False
+        self._head_timer: asyncio.TimerHandle | None = None
         self._head_sent = False
         self._head_or_body_seen = False
         self._waiting_for_client = False
@@ -285,6 +288,9 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         log.debug("upstream lost for %s %s: %r", self.method, self.uri, error)
         self._pieces.clear()
         self._pending_head = None
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         self._settle(False)
 
     def flush(self) -> None:
@@ -292,12 +298,38 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self._touch()
         if self._client_gone:
             return
+        if self._pending_head is not None and not self._pieces and not self._ended:
+            # A head alone: Next writes it before the body (compressed bodies come from
+            # zlib a moment later). Hold it briefly so that it leaves with the first piece of
+            # body, one write instead of two; an event stream's head goes at once (EventSource
+            # reports "open" on it).
+            content_type = self._pending_head[1].get("Content-Type", "")
+            if not content_type.startswith("text/event-stream"):
+                if self._head_timer is None:
+                    loop = asyncio.get_running_loop()
+                    self._head_timer = loop.call_later(_HEAD_HOLD, self._release_head)
+                return
+        self._write_out()
+
+    def _release_head(self) -> None:
+        self._head_timer = None
+        if not self._client_gone and self._pending_head is not None:
+            self._write_out()
+
+    def _write_out(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         if self._pending_head is not None:
             head, headers = self._pending_head
             self._pending_head = None
             self._head_sent = True
             body = b"".join(self._pieces) if self._pieces else None
             self._pieces.clear()
+            if self._ended and body and "Content-Length" not in headers:
+                # The whole body is here: send it with a length rather than as chunks, which
+                # saves the separate write of the final empty chunk (framing is per hop).
+                headers["Content-Length"] = str(len(body))
             self._watch_write(self.client.write_headers(head, headers, body))
         elif self._pieces:
             data = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
