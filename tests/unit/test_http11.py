@@ -39,7 +39,8 @@ def parse(
 
 CHUNKED = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
-    b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n"
 )
 
 
@@ -84,7 +85,7 @@ def test_responses_without_a_body(head: bytes, method: str) -> None:
 
 
 def test_interim_responses_are_skipped() -> None:
-    rec, parser, _ = parse(
+    rec, _, _ = parse(
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
         b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
     )
