@@ -12,6 +12,7 @@ setup(
         "PyYAML>=6.0",
         "redis>=5.0",
         "brotli>=1.1",  # precompressed static assets; the gateway falls back to gzip without it
+        "uvloop>=0.19; sys_platform != 'win32'",  # faster event loop (docs/benchmarks.md)
     ],
     extras_require={
         "test": [

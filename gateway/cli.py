@@ -64,7 +64,7 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
         import uvloop
     except ImportError:
         return asyncio.run(main)
-    return uvloop.run(main)
+    return int(uvloop.run(main))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
