@@ -82,12 +82,7 @@ class ResponseParser:
             elif state == _LENGTH:
                 if not self._buffer:
                     return b""
-                take = min(self._remaining, len(self._buffer))
-                chunk = bytes(self._buffer[:take])
-                del self._buffer[:take]
-                self._remaining -= take
-                self.sink.on_body(chunk)
-                if self._remaining == 0:
+                if self._emit_counted() == 0:
                     self._finish()
             elif state == _CHUNK_SIZE:
                 end = self._buffer.find(b"\r\n")
@@ -111,12 +106,7 @@ class ResponseParser:
             elif state == _CHUNK_DATA:
                 if not self._buffer:
                     return b""
-                take = min(self._remaining, len(self._buffer))
-                chunk = bytes(self._buffer[:take])
-                del self._buffer[:take]
-                self._remaining -= take
-                self.sink.on_body(chunk)
-                if self._remaining == 0:
+                if self._emit_counted() == 0:
                     self.state = _CHUNK_END
             elif state == _CHUNK_END:
                 if len(self._buffer) < 2:
@@ -144,6 +134,15 @@ class ResponseParser:
                 rest = bytes(self._buffer)
                 self._buffer.clear()
                 return rest
+
+    def _emit_counted(self) -> int:
+        """Pass on buffered body bytes, up to what the framing announced; returns what is left."""
+        take = min(self._remaining, len(self._buffer))
+        chunk = bytes(self._buffer[:take])
+        del self._buffer[:take]
+        self._remaining -= take
+        self.sink.on_body(chunk)
+        return self._remaining
 
     def eof(self) -> None:
         """The connection closed: completes a body read until close, else it is an error."""
