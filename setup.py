@@ -8,7 +8,7 @@ setup(
     packages=find_packages(include=["gateway", "gateway.*"]),
     install_requires=[
         "tornado>=6.5.6",
-        "PyJWT>=2.12",
+        "PyJWT[crypto]>=2.12",  # crypto: RS256/ES256 tokens
         "PyYAML>=6.0",
         "redis>=5.0",
         "brotli>=1.1",  # precompressed static assets; the gateway falls back to gzip without it

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import resource
+import secrets
 import signal
 import socket
 import time
@@ -25,11 +27,18 @@ from tornado.web import Application
 from gateway import nextjs
 from gateway.config import GatewayConfig
 from gateway.errors import StartupError
+from gateway.observability import log_handler_request
 from gateway.proxy.handler import ProxyService, ProxySettings
 from gateway.proxy.headers import ForwardingPolicy
 from gateway.proxy.static import StaticAssets
 from gateway.proxy.upstream import NoDelayStream, UpstreamPool
 from gateway.proxy.websocket import WebSocketPassthrough, WebSocketUpgrade
+from gateway.realtime.api import ApiHandler, ServerApi
+from gateway.realtime.auth import TokenVerifier, VerifierSettings
+from gateway.realtime.codes import SHUTDOWN
+from gateway.realtime.memory import MemoryBroker, MemoryPresence
+from gateway.realtime.node import Node
+from gateway.realtime.transport import RealtimeWebSocket
 from gateway.status import HealthHandler, ReadyHandler, ReservedNotFoundHandler
 from gateway.supervisor import ChildState, ChildSupervisor
 
@@ -71,8 +80,26 @@ def make_proxy(cfg: GatewayConfig, supervisor: ChildSupervisor, port: int) -> Pr
     return settings
 
 
+def make_node(cfg: GatewayConfig) -> Node:
+    """The realtime hub and its engine."""
+    a = cfg.auth
+    verifier = TokenVerifier(
+        VerifierSettings(
+            secret=a.secret,
+            algorithms=tuple(a.algorithms),
+            public_key=a.public_key,
+            jwks_url=a.jwks_url,
+            audience=a.audience,
+            issuer=a.issuer,
+            require_exp=a.require_exp,
+            leeway=a.leeway,
+        )
+    )
+    return Node(cfg.realtime, verifier, MemoryBroker(), MemoryPresence(), a.allow_anonymous)
+
+
 def make_app(
-    cfg: GatewayConfig, supervisor: ChildSupervisor, started: float, port: int
+    cfg: GatewayConfig, supervisor: ChildSupervisor, node: Node, started: float, port: int
 ) -> Application:
     """The route table: the gateway's own paths first, everything else to Next.js."""
     proxy = make_proxy(cfg, supervisor, port)
@@ -92,13 +119,49 @@ def make_app(
         [
             (r"/_gateway/health", HealthHandler, {"started": started}),
             (r"/_gateway/ready", ReadyHandler, {"supervisor": supervisor, "details": details}),
+            (
+                r"/_gateway/api/([a-z_]+)",
+                ApiHandler,
+                {
+                    "api": ServerApi(node),
+                    "key": cfg.api.key,
+                    "allowed_networks": cfg.api.allowed_networks,
+                },
+            ),
             (r"/_gateway/.*", ReservedNotFoundHandler),
+            (
+                r"/connection/websocket",
+                RealtimeWebSocket,
+                {"node": node, "allowed_origins": cfg.realtime.allowed_origins},
+            ),
             Rule(WebSocketUpgrade(), WebSocketPassthrough, passthrough),
             Rule(PathMatches(r".*"), ProxyService(proxy)),
         ],
         compress_response=False,  # bodies pass through as Next encoded them
         xsrf_cookies=False,
+        log_function=log_handler_request,  # tokens in query strings are redacted
     )
+
+
+def ensure_secrets(cfg: GatewayConfig) -> None:
+    """Without WS_SECRET / GATEWAY_API_KEY, make random ones for this run and hand them to the
+    child, so `make run` works out of the box. Tokens then do not survive a restart."""
+    if not cfg.auth.secret:
+        cfg.auth.secret = secrets.token_urlsafe(32)
+        log.warning("WS_SECRET is not set: using a random secret for this run")
+    if not cfg.api.key:
+        cfg.api.key = secrets.token_urlsafe(32)
+        log.info("GATEWAY_API_KEY is not set: using a random key for this run (given to Next.js)")
+
+
+def raise_fd_limit() -> None:
+    """Every WebSocket is a file descriptor: lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 class GatewayHTTPServer(HTTPServer):
@@ -145,16 +208,21 @@ class Gateway:
         self._stop = asyncio.Event()
         self._signals = 0
         self.supervisor: ChildSupervisor | None = None
+        self.node: Node | None = None
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the process exit status."""
         started = time.monotonic()
         nextjs.preflight(self.cfg)
+        raise_fd_limit()
         sockets = bind_public(self.cfg.server.host, self.cfg.server.port)
         port = sockets[0].getsockname()[1]
+        ensure_secrets(self.cfg)
         supervisor = self.supervisor = ChildSupervisor(nextjs.child_spec(self.cfg, port))
+        node = self.node = make_node(self.cfg)
+        node.start()
         server = GatewayHTTPServer(
-            make_app(self.cfg, supervisor, started, port),
+            make_app(self.cfg, supervisor, node, started, port),
             idle_connection_timeout=self.cfg.server.idle_connection_timeout,
             max_body_size=self.cfg.server.max_body_size,
             xheaders=False,  # the proxy computes X-Forwarded-* from what it sees itself
@@ -173,6 +241,8 @@ class Gateway:
         await self._stop.wait()
         log.info("shutting down")
         server.stop()
+        node.disconnect_all(SHUTDOWN)
+        await node.close()
         await supervisor.stop()
         try:
             await asyncio.wait_for(server.close_all_connections(), timeout=5)

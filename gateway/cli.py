@@ -83,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gateway.observability import configure_logging
 
     configure_logging(cfg.log.level)
+    if cfg.auth.secret and len(cfg.auth.secret.encode()) < 32:
+        logging.getLogger("gateway").warning(
+            "WS_SECRET is shorter than 32 bytes: HS256 tokens signed with it are easy to forge"
+        )
     try:
         return _run_loop(Gateway(cfg).run())
     except StartupError as e:

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import ipaddress
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 import yaml
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # The environment variables the gateway reads; config keys are the dotted paths.
 ENV_OVERRIDES: dict[str, str] = {}
@@ -81,6 +84,11 @@ class ServerConfig:
         doc="Seconds an idle client keep-alive connection stays open.",
         low=1.0,
     )
+
+
+_JWT_ALGORITHMS = frozenset(
+    {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256"}
+)
 
 
 def _ip_networks(values: list[str]) -> str | None:
@@ -207,9 +215,32 @@ class NextConfig:
 class AuthConfig:
     secret: str = setting(
         "",
-        doc="HS256 secret shared with the Next.js app for connection tokens.",
+        doc="HS256 secret shared with the Next.js app, which signs connection and subscription "
+        "tokens with it (empty: a random one per run, handed to the child).",
         env="WS_SECRET",
         secret=True,
+    )
+    algorithms: list[str] = setting(
+        factory=lambda: ["HS256"],
+        doc="Accepted JWT algorithms; tokens signed otherwise are refused.",
+        check=lambda algs: (
+            None
+            if algs and set(algs) <= _JWT_ALGORITHMS
+            else f"must be a non-empty list of {', '.join(sorted(_JWT_ALGORITHMS))}"
+        ),
+    )
+    public_key: str = setting(
+        "", doc="PEM public key (or a path to one) for RS*/ES* tokens.", secret=False
+    )
+    jwks_url: str = setting("", doc="JWKS URL for RS*/ES* tokens (keys fetched and cached).")
+    audience: str = setting("", doc="Required `aud` claim (empty: not checked).")
+    issuer: str = setting("", doc="Required `iss` claim (empty: not checked).")
+    require_exp: bool = setting(True, doc="Refuse connection tokens without `exp`.")
+    leeway: float = setting(
+        5.0, doc="Clock skew tolerated on exp/iat/nbf, seconds.", low=0.0, high=300.0
+    )
+    allow_anonymous: bool = setting(
+        False, doc="Accept connections without a token (user id empty)."
     )
 
 
@@ -217,9 +248,74 @@ class AuthConfig:
 class ApiConfig:
     key: str = setting(
         "",
-        doc="Key for the server API (/_gateway/api/...); empty disables the API.",
+        doc="Key for the server API (/_gateway/api/...) (empty: a random one per run, handed "
+        "to the child).",
         env="GATEWAY_API_KEY",
         secret=True,
+    )
+    allowed_networks: list[str] = setting(
+        factory=lambda: ["127.0.0.0/8", "::1/128"],
+        doc="Peers allowed to call the server API (IPs or CIDR networks).",
+        check=_ip_networks,
+    )
+
+
+@dataclass
+class NamespaceConfig:
+    presence: bool = setting(False, doc="Track who is subscribed (presence, presence_stats).")
+    join_leave: bool = setting(False, doc="Send join and leave pushes to subscribers.")
+    history_size: int = setting(
+        0, doc="Publications kept per channel (0 = no history).", low=0, high=1_000_000
+    )
+    history_ttl: float = setting(
+        0.0, doc="Seconds history is kept after the last publication.", low=0.0
+    )
+    force_recovery: bool = setting(
+        False, doc="Subscriptions are recoverable: after a reconnect, missed publications are sent."
+    )
+    allow_subscribe: bool = setting(True, doc="Connected users may subscribe.")
+    allow_publish: bool = setting(False, doc="Subscribers may publish from the client.")
+    allow_presence: bool = setting(False, doc="Subscribers may ask for presence.")
+    allow_history: bool = setting(False, doc="Subscribers may ask for history.")
+    private: bool = setting(
+        False, doc="Subscribing needs a subscription token (claims: sub, channel)."
+    )
+
+
+@dataclass
+class RealtimeConfig:
+    ping_interval: float = setting(25.0, doc="Seconds between server pings.", low=1.0, high=3600.0)
+    pong_timeout: float = setting(
+        8.0, doc="Seconds a client has to answer a ping.", low=1.0, high=3600.0
+    )
+    connect_timeout: float = setting(
+        10.0, doc="Seconds a socket may stay open without a connect command.", low=1.0, high=3600.0
+    )
+    max_message_size: int = setting(65536, doc="Largest incoming frame, in bytes.", low=256)
+    write_queue_max_bytes: int = setting(
+        1024 * 1024,
+        doc="Bytes queued for a slow client before it is disconnected (3008).",
+        low=1024,
+    )
+    expired_close_delay: float = setting(
+        25.0,
+        doc="Seconds past a token's expiry before an unrefreshed connection is closed (3005).",
+        low=0.0,
+        high=3600.0,
+    )
+    max_channels_per_client: int = setting(128, doc="Subscriptions per connection.", low=1)
+    max_channel_length: int = setting(255, doc="Longest channel name.", low=1, high=65536)
+    command_rate: float = setting(100.0, doc="Commands per second a connection may send.", low=1.0)
+    command_burst: int = setting(200, doc="Commands a connection may send in a burst.", low=1)
+    allowed_origins: list[str] = setting(
+        factory=list,
+        doc="Origins allowed to open a WebSocket ([] = only the gateway's own origin; '*' = any).",
+    )
+    default: NamespaceConfig = setting(
+        factory=NamespaceConfig, doc="Options of channels without a namespace."
+    )
+    namespaces: dict[str, NamespaceConfig] = setting(
+        factory=dict, doc="Channel namespaces: `name:rest` channels take the options of `name`."
     )
 
 
@@ -253,6 +349,7 @@ class GatewayConfig:
     next: NextConfig = setting(factory=NextConfig, doc="The supervised Next.js child.")
     proxy: ProxyConfig = setting(factory=ProxyConfig, doc="The HTTP reverse proxy to Next.js.")
     static: StaticConfig = setting(factory=StaticConfig, doc="The /_next/static fast path.")
+    realtime: RealtimeConfig = setting(factory=RealtimeConfig, doc="The WebSocket hub.")
     auth: AuthConfig = setting(factory=AuthConfig, doc="Realtime connection authentication.")
     api: ApiConfig = setting(factory=ApiConfig, doc="Server API.")
     engine: EngineConfig = setting(factory=EngineConfig, doc="Realtime engine.")
@@ -403,8 +500,41 @@ def _apply_mapping(obj: Any, data: Mapping[str, Any], prefix: str, path: str | N
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}{key}: expected a mapping of settings, got {value!r}")
             _apply_mapping(getattr(obj, name), value, f"{key}.", path)
+        elif (section_type := _dataclass_values(tp)) is not None:
+            setattr(obj, name, _named_sections(section_type, value, key, where, path))
         else:
             setattr(obj, name, _coerce(tp, value, key, fields[name].metadata, where))
+
+
+def _dataclass_values(tp: Any) -> type | None:
+    """For ``dict[str, SomeSettings]``, the settings class; None otherwise."""
+    if typing.get_origin(tp) is dict:
+        value_type = typing.get_args(tp)[1]
+        if _is_dataclass_type(value_type):
+            return value_type  # type: ignore[no-any-return]
+    return None
+
+
+def _named_sections(
+    cls: type, value: Any, key: str, where: str, path: str | None
+) -> dict[str, Any]:
+    """A mapping of names to sections of settings (e.g. channel namespaces)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}{key}: expected a mapping of names to settings, got {value!r}")
+    lines = getattr(value, "lines", {})
+    out: dict[str, Any] = {}
+    for name, section in value.items():
+        at = f"{path}:{lines[name]}: " if path and name in lines else where
+        if not _NAME.fullmatch(name):
+            raise ConfigError(f"{at}{key}: {name!r} is not a valid name (letters, digits, _ and -)")
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"{at}{key}.{name}: expected a mapping of settings, got {section!r}")
+        instance = cls()
+        _apply_mapping(instance, section or {}, f"{key}.{name}.", path)
+        out[name] = instance
+    return out
 
 
 def _parse_env_value(tp: Any, raw: str, var: str, key: str) -> Any:
@@ -472,7 +602,22 @@ def load_config(
         tp, f = settings[key]
         flag = "--" + key.rsplit(".", 1)[-1].replace("_", "-")
         _set_dotted(cfg, key, _coerce(tp, value, key, f.metadata, f"{flag} {value}: "))
+    _check_consistency(cfg, path)
     return cfg
+
+
+def _check_consistency(cfg: GatewayConfig, path: str | None) -> None:
+    """Rules that involve several keys."""
+    where = f"{path}: " if path else ""
+    sections = {"realtime.default": cfg.realtime.default}
+    sections.update({f"realtime.namespaces.{n}": ns for n, ns in cfg.realtime.namespaces.items()})
+    for key, ns in sections.items():
+        if ns.force_recovery and not (ns.history_size and ns.history_ttl):
+            raise ConfigError(
+                f"{where}{key}.force_recovery needs history (history_size and history_ttl > 0)"
+            )
+    if cfg.realtime.pong_timeout >= cfg.realtime.ping_interval:
+        raise ConfigError(f"{where}realtime.pong_timeout must be shorter than ping_interval")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,6 +645,8 @@ def to_masked_dict(cfg: Any) -> dict[str, Any]:
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             out[f.name] = to_masked_dict(value)
+        elif isinstance(value, dict) and any(dataclasses.is_dataclass(v) for v in value.values()):
+            out[f.name] = {k: to_masked_dict(v) for k, v in value.items()}
         elif f.metadata.get("secret"):
             out[f.name] = _mask(value)
         else:

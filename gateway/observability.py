@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import warnings
+from typing import Any
 
 
 class _GatewayFormatter(logging.Formatter):
@@ -41,3 +44,39 @@ def configure_logging(level: str = "info") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Library warnings become one log line each, not a multi-line dump on stderr; PyJWT's
+    # key-length warning repeats at every token and is reported once at start-up instead.
+    logging.captureWarnings(True)
+    warnings.filterwarnings("ignore", message=".*HMAC key is .* bytes long.*")
+
+
+_SECRET_PARAMS = re.compile(
+    r"(?i)([?&](?:token|jwt|access_token|id_token|api_key|apikey|key|password|secret)=)[^&#]*"
+)
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with the values of token-like query parameters replaced (never log secrets)."""
+    if "=" not in uri:
+        return uri
+    return _SECRET_PARAMS.sub(r"\1[redacted]", uri)
+
+
+access_log = logging.getLogger("gateway.access")
+
+
+def log_handler_request(handler: Any) -> None:
+    """Tornado's ``log_function``: one access line per request, tokens redacted."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        request = handler.request
+        access_log.log(
+            level,
+            "%d %s %s (%s) %.2fms",
+            status,
+            request.method,
+            redact_uri(request.uri or ""),
+            request.remote_ip,
+            1000.0 * request.request_time(),
+        )

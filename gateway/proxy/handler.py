@@ -34,13 +34,13 @@ from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
+from gateway.observability import access_log, redact_uri
 from gateway.proxy.headers import ForwardingPolicy, strip_hop_by_hop
 from gateway.proxy.http11 import request_head
 from gateway.proxy.static import CACHE_CONTROL, PREFIX, Asset, StaticAssets, choose, etag_matches
 from gateway.proxy.upstream import Upstream, UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("gateway.proxy")
-access_log = logging.getLogger("gateway.access")
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # RFC 9110 §9.2.2
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -567,7 +567,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
                 "%d %s %s (%s) %.2fms",
                 self.status,
                 self.method,
-                self.uri,
+                redact_uri(self.uri),
                 getattr(context, "remote_ip", "-"),
                 (time.perf_counter() - self.started) * 1000,
             )

@@ -1,0 +1,1 @@
+"""The realtime hub: the server side of the Centrifugo client protocol v2 (JSON)."""

@@ -1,0 +1,613 @@
+"""One connection's session: the state machine behind a WebSocket.
+
+The transport feeds it text frames (:meth:`ClientSession.handle_frame`) and tells it when the
+socket closed (:meth:`ClientSession.transport_closed`); the session answers through its
+:class:`~gateway.realtime.hub.Outbox` and asks the transport to close with a code. Commands of a
+connection are handled in order, one at a time (the transport does not read the next frame
+before the last one is handled), so replies and pushes keep their order.
+
+States: ``connecting`` (socket open, no connect command yet: closed as stale after
+``connect_timeout``) -> ``connected`` -> ``closed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.realtime import codes
+from gateway.realtime.auth import TokenExpired, TokenInvalid, ttl_seconds
+from gateway.realtime.broker import StreamPosition, Unrecoverable
+from gateway.realtime.codes import Disconnect, ErrorReply
+from gateway.realtime.hub import FrameSink, Outbox
+from gateway.realtime.protocol import (
+    PING,
+    ClientInfo,
+    Command,
+    ProtocolError,
+    Publication,
+    Raw,
+    decode_commands,
+    disconnect_push,
+    encode,
+    error_reply,
+    raw,
+    reply,
+)
+
+if TYPE_CHECKING:
+    from gateway.realtime.node import Node
+
+log = logging.getLogger("gateway.realtime")
+
+
+class Transport(FrameSink, Protocol):
+    def close_with(self, code: int, reason: str) -> None:
+        """Close the socket with this WebSocket close code and reason."""
+
+    @property
+    def remote(self) -> str:
+        """The peer, for logs."""
+
+
+@dataclass
+class _Subscription:
+    channel: str
+    recoverable: bool = False
+    expire_at: float | None = None
+    timer: asyncio.TimerHandle | None = None
+    server_side: bool = False
+    info: ClientInfo | None = None
+    buffer: list[tuple[int, bytes]] | None = field(default=None)
+
+
+class RateLimiter:
+    """Token bucket: ``rate`` commands per second, bursts of ``burst``."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class ClientSession:
+    def __init__(self, node: Node, transport: Transport) -> None:
+        self.node = node
+        self.transport = transport
+        self.id = str(uuid.uuid4())
+        self.user = ""
+        self.conn_info: Raw | None = None
+        self.state = "connecting"
+        self.expire_at: float | None = None
+        self.subs: dict[str, _Subscription] = {}
+        self.last_seen = time.monotonic()
+        self.ping_sent: float | None = None
+        self.rate = RateLimiter(node.cfg.command_rate, node.cfg.command_burst)
+        self._limited = 0
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        loop = asyncio.get_running_loop()
+        self._stale_timer: asyncio.TimerHandle | None = loop.call_later(
+            node.cfg.connect_timeout, self._stale
+        )
+        self.outbox = Outbox(node.hub, transport, node.cfg.write_queue_max_bytes, self._slow)
+
+    # -- from the transport -------------------------------------------------------------------
+
+    async def handle_frame(self, frame: str) -> None:
+        """Handle one incoming frame (one or more commands)."""
+        if self.state == "closed":
+            return
+        self.last_seen = time.monotonic()
+        self.ping_sent = None  # any frame answers a ping
+        try:
+            commands = decode_commands(frame)
+        except ProtocolError as e:
+            log.info("client %s (%s): bad frame: %s", self.id, self.transport.remote, e)
+            self.disconnect(codes.BAD_REQUEST_DISCONNECT)
+            return
+        for command in commands:
+            if self.state == "closed":
+                return
+            await self._handle(command)
+
+    def transport_closed(self) -> None:
+        """The socket is gone (either side closed it)."""
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        self._cleanup()
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def _handle(self, cmd: Command) -> None:
+        if cmd.method is None:
+            if cmd.id:  # an id and no request: nothing we know
+                self._reply_error(cmd.id, codes.METHOD_NOT_FOUND)
+            return  # an empty command is a pong
+        if not self.rate.allow():
+            self._limited += 1
+            if self._limited > self.node.cfg.command_burst:
+                self.disconnect(codes.TOO_MANY_REQUESTS_DISCONNECT)
+            elif cmd.id:
+                self._reply_error(cmd.id, codes.TOO_MANY_REQUESTS)
+            return
+        self._limited = 0
+        if self.state != "connected" and cmd.method != "connect":
+            log.info("client %s: %s before connect", self.id, cmd.method)
+            self.disconnect(codes.BAD_REQUEST_DISCONNECT)
+            return
+        if cmd.method == "send":
+            await self._send(cmd.params)
+            return
+        if not cmd.id:
+            self.disconnect(codes.BAD_REQUEST_DISCONNECT)  # a request without an id
+            return
+        handler = getattr(self, "_cmd_" + cmd.method, None)
+        if handler is None:
+            self._reply_error(cmd.id, codes.METHOD_NOT_FOUND)
+            return
+        try:
+            result = await handler(cmd.params)
+        except ErrorReply as e:
+            self._reply_error(cmd.id, e.error)
+            return
+        except _Closed:
+            return
+        except Exception:
+            log.exception("client %s: %s failed", self.id, cmd.method)
+            self._reply_error(cmd.id, codes.INTERNAL)
+            return
+        if result is not None and self.state != "closed":
+            self.outbox.put(reply(cmd.id, cmd.method, result))
+            if cmd.method in ("subscribe", "connect"):
+                self._release_buffers()
+
+    async def _cmd_connect(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        if self.state == "connected":
+            raise ErrorReply(codes.BAD_REQUEST)
+        token = params.get("token", "")
+        if not isinstance(token, str):
+            raise ErrorReply(codes.BAD_REQUEST)
+        channels: list[str] = []
+        if token:
+            try:
+                creds = await self.node.verifier.connection(token)
+            except TokenExpired:
+                raise ErrorReply(codes.TOKEN_EXPIRED) from None
+            except TokenInvalid as e:
+                log.info("client %s (%s): invalid token: %s", self.id, self.transport.remote, e)
+                self.disconnect(codes.INVALID_TOKEN)
+                raise _Closed() from None
+            self.user, self.conn_info, self.expire_at = creds.user, creds.info, creds.expire_at
+            channels = creds.channels
+        elif not self.node.allow_anonymous:
+            raise ErrorReply(codes.UNAUTHORIZED)
+        if self.state == "closed":
+            raise _Closed()
+        self.state = "connected"
+        self._cancel(self._stale_timer)
+        self._stale_timer = None
+        self.node.client_connected(self)
+        result: dict[str, Any] = {"client": self.id, "version": self.node.version}
+        if self.expire_at is not None:
+            result["expires"] = True
+            result["ttl"] = ttl_seconds(self.expire_at)
+            self._schedule_expiry()
+        result["ping"] = int(self.node.cfg.ping_interval)
+        result["pong"] = True
+        if channels:
+            wanted = params.get("subs")
+            if not isinstance(wanted, dict):
+                wanted = {}
+            subs = {}
+            for channel in channels:
+                try:
+                    req = wanted.get(channel)
+                    if not isinstance(req, dict):
+                        req = {}
+                    subs[channel] = await self._subscribe(channel, req, server_side=True)
+                except ErrorReply as e:
+                    log.info(
+                        "client %s: server-side subscription to %s refused: %s",
+                        self.id,
+                        channel,
+                        e.error.message,
+                    )
+            if subs:
+                result["subs"] = subs
+        return result
+
+    async def _cmd_refresh(self, params: dict[str, Any]) -> dict[str, Any]:
+        token = params.get("token")
+        if not isinstance(token, str) or not token:
+            raise ErrorReply(codes.BAD_REQUEST)
+        try:
+            creds = await self.node.verifier.connection(token)
+        except TokenExpired:
+            raise ErrorReply(codes.TOKEN_EXPIRED) from None
+        except TokenInvalid:
+            self.disconnect(codes.INVALID_TOKEN)
+            raise _Closed() from None
+        if creds.user != self.user:
+            self.disconnect(codes.INVALID_TOKEN)  # a token for somebody else
+            raise _Closed()
+        self.expire_at = creds.expire_at
+        if creds.info is not None:
+            self.conn_info = creds.info
+        result: dict[str, Any] = {"client": self.id, "version": self.node.version}
+        self._cancel(self._expiry_timer)
+        self._expiry_timer = None
+        if self.expire_at is not None:
+            result["expires"] = True
+            result["ttl"] = ttl_seconds(self.expire_at)
+            self._schedule_expiry()
+        return result
+
+    async def _cmd_subscribe(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = params.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise ErrorReply(codes.BAD_REQUEST)
+        return await self._subscribe(channel, params, server_side=False)
+
+    async def _subscribe(
+        self, channel: str, params: dict[str, Any], server_side: bool
+    ) -> dict[str, Any]:
+        node = self.node
+        if len(channel) > node.cfg.max_channel_length:
+            raise ErrorReply(codes.BAD_REQUEST)
+        ns = node.namespace(channel)
+        if ns is None:
+            raise ErrorReply(codes.UNKNOWN_CHANNEL)
+        if channel in self.subs:
+            raise ErrorReply(codes.ALREADY_SUBSCRIBED)
+        if len(self.subs) >= node.cfg.max_channels_per_client:
+            raise ErrorReply(codes.LIMIT_EXCEEDED)
+        expire_at = None
+        chan_info = None
+        token = params.get("token", "")
+        if not server_side:
+            if ns.private or token:
+                if not isinstance(token, str) or not token:
+                    raise ErrorReply(codes.PERMISSION_DENIED)
+                try:
+                    grant = await node.verifier.subscription(token)
+                except TokenExpired:
+                    raise ErrorReply(codes.TOKEN_EXPIRED) from None
+                except TokenInvalid as e:
+                    log.info(
+                        "client %s: invalid subscription token for %s: %s", self.id, channel, e
+                    )
+                    self.disconnect(codes.INVALID_TOKEN)
+                    raise _Closed() from None
+                if grant.channel != channel or grant.user != self.user:
+                    raise ErrorReply(codes.PERMISSION_DENIED)
+                expire_at, chan_info = grant.expire_at, grant.info
+            elif not ns.allow_subscribe:
+                raise ErrorReply(codes.PERMISSION_DENIED)
+        if self.state == "closed":
+            raise _Closed()
+        info = ClientInfo(self.user, self.id, self.conn_info, chan_info)
+        recoverable = ns.force_recovery
+        sub = _Subscription(channel, recoverable=recoverable, server_side=server_side, info=info)
+        # Until the reply is out, the channel's messages wait in this buffer: a push for a
+        # channel the client does not know yet would be dropped (or, worse, come first).
+        sub.buffer = []
+        self.subs[channel] = sub
+        result: dict[str, Any] = {}
+        try:
+            await node.subscribe(channel, self.outbox, sub.buffer)
+            if ns.presence:
+                await node.presence.add(channel, info)
+            if recoverable:
+                result.update(await self._position_and_recovery(channel, params))
+            if ns.join_leave:
+                await node.broker.publish_join(channel, info)
+        except ErrorReply:
+            await self._drop_subscription(channel, announce=False)
+            raise
+        if expire_at is not None:
+            sub.expire_at = expire_at
+            result["expires"] = True
+            result["ttl"] = ttl_seconds(expire_at)
+            self._schedule_sub_expiry(sub)
+        return result
+
+    async def _position_and_recovery(self, channel: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The stream position for a recoverable subscription, and what the client missed."""
+        result: dict[str, Any] = {"recoverable": True}
+        if params.get("recover"):
+            result["was_recovering"] = True
+            offset, epoch = params.get("offset", 0), params.get("epoch", "")
+            if (
+                not isinstance(offset, int)
+                or isinstance(offset, bool)
+                or not isinstance(epoch, str)
+            ):
+                raise ErrorReply(codes.BAD_REQUEST)
+            try:
+                pubs, top = await self.node.broker.history(
+                    channel, StreamPosition(offset, epoch), limit=-1
+                )
+                result["recovered"] = True
+                if pubs:
+                    result["publications"] = [Raw(p.encoded()) for p in pubs]
+            except Unrecoverable:
+                # All or nothing: the client learns it cannot recover and reloads its state.
+                _, top = await self.node.broker.history(channel, None, limit=0)
+                result["recovered"] = False
+        else:
+            _, top = await self.node.broker.history(channel, None, limit=0)
+        result["epoch"] = top.epoch
+        if top.offset:
+            result["offset"] = top.offset
+        sub = self.subs.get(channel)
+        if sub is not None:
+            sub_top = top.offset
+            # Publications that arrived while this was being read and are already in the
+            # reply must not be sent twice: keep only later ones in the buffer.
+            if sub.buffer is not None:
+                sub.buffer[:] = [(o, m) for o, m in sub.buffer if o > sub_top or o == 0]
+        return result
+
+    def _release_buffers(self) -> None:
+        """A subscribe (or connect) reply is queued: release what arrived meanwhile for its
+        channels, then let them go live."""
+        for channel, sub in self.subs.items():
+            if sub.buffer is None:
+                continue
+            for _, message in sub.buffer:
+                self.outbox.put(message)
+            sub.buffer = None
+            self.node.hub.go_live(channel, self.outbox)
+
+    async def _cmd_unsubscribe(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = params.get("channel")
+        if not isinstance(channel, str):
+            raise ErrorReply(codes.BAD_REQUEST)
+        if channel in self.subs:
+            await self._drop_subscription(channel, announce=True)
+        return {}
+
+    async def _cmd_sub_refresh(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, token = params.get("channel"), params.get("token")
+        if not isinstance(channel, str) or not isinstance(token, str) or not token:
+            raise ErrorReply(codes.BAD_REQUEST)
+        sub = self.subs.get(channel)
+        if sub is None:
+            raise ErrorReply(codes.PERMISSION_DENIED)
+        try:
+            grant = await self.node.verifier.subscription(token)
+        except TokenExpired:
+            raise ErrorReply(codes.TOKEN_EXPIRED) from None
+        except TokenInvalid:
+            self.disconnect(codes.INVALID_TOKEN)
+            raise _Closed() from None
+        if grant.channel != channel or grant.user != self.user:
+            raise ErrorReply(codes.PERMISSION_DENIED)
+        self._cancel(sub.timer)
+        sub.timer, sub.expire_at = None, grant.expire_at
+        result: dict[str, Any] = {}
+        if grant.expire_at is not None:
+            result = {"expires": True, "ttl": ttl_seconds(grant.expire_at)}
+            self._schedule_sub_expiry(sub)
+        return result
+
+    async def _cmd_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = params.get("channel")
+        if not isinstance(channel, str) or "data" not in params:
+            raise ErrorReply(codes.BAD_REQUEST)
+        ns = self.node.namespace(channel)
+        if ns is None:
+            raise ErrorReply(codes.UNKNOWN_CHANNEL)
+        if not ns.allow_publish or channel not in self.subs:
+            raise ErrorReply(codes.PERMISSION_DENIED)
+        info = ClientInfo(self.user, self.id, self.conn_info)
+        await self.node.publish(channel, raw(params["data"]), info=info)
+        return {}
+
+    async def _cmd_presence(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_for_feature(params, "presence")
+        members = await self.node.presence.get(channel)
+        return {"presence": {cid: info.as_dict() for cid, info in members.items()}}
+
+    async def _cmd_presence_stats(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_for_feature(params, "presence")
+        clients, users = await self.node.presence.stats(channel)
+        return {"num_clients": clients, "num_users": users}
+
+    async def _cmd_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_for_feature(params, "history")
+        limit = params.get("limit", 0)
+        reverse = bool(params.get("reverse", False))
+        since_raw = params.get("since")
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise ErrorReply(codes.BAD_REQUEST)
+        since = None
+        if isinstance(since_raw, dict):
+            offset, epoch = since_raw.get("offset", 0), since_raw.get("epoch", "")
+            if not isinstance(offset, int) or not isinstance(epoch, str):
+                raise ErrorReply(codes.BAD_REQUEST)
+            since = StreamPosition(offset, epoch)
+        try:
+            pubs, top = await self.node.broker.history(channel, since, limit, reverse)
+        except Unrecoverable:
+            raise ErrorReply(codes.UNRECOVERABLE_POSITION) from None
+        result: dict[str, Any] = {"epoch": top.epoch}
+        if top.offset:
+            result["offset"] = top.offset
+        if pubs:
+            result["publications"] = [Raw(p.encoded()) for p in pubs]
+        return result
+
+    async def _cmd_rpc(self, params: dict[str, Any]) -> dict[str, Any]:
+        method = params.get("method", "")
+        if not isinstance(method, str):
+            raise ErrorReply(codes.BAD_REQUEST)
+        handler = self.node.rpc_handler
+        if handler is None:
+            raise ErrorReply(codes.METHOD_NOT_FOUND)
+        data = await handler(self, method, params.get("data"))
+        return {"data": data} if data is not None else {}
+
+    async def _cmd_ping(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    async def _send(self, params: dict[str, Any]) -> None:
+        handler = self.node.message_handler
+        if handler is None:
+            # The spec's answer to an asynchronous message nobody handles.
+            self.disconnect(codes.NOT_AVAILABLE_DISCONNECT)
+            return
+        await handler(self, params.get("data"))
+
+    def _channel_for_feature(self, params: dict[str, Any], feature: str) -> str:
+        channel = params.get("channel")
+        if not isinstance(channel, str):
+            raise ErrorReply(codes.BAD_REQUEST)
+        ns = self.node.namespace(channel)
+        if ns is None:
+            raise ErrorReply(codes.UNKNOWN_CHANNEL)
+        enabled = (
+            ns.presence if feature == "presence" else (ns.history_size > 0 and ns.history_ttl > 0)
+        )
+        if not enabled:
+            raise ErrorReply(codes.NOT_AVAILABLE)
+        allowed = ns.allow_presence if feature == "presence" else ns.allow_history
+        if not allowed or channel not in self.subs:
+            raise ErrorReply(codes.PERMISSION_DENIED)
+        return channel
+
+    # -- server-initiated ---------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Send a heartbeat ping (an empty reply); the client must send anything back."""
+        if self.state == "connected":
+            self.ping_sent = time.monotonic()
+            self.outbox.put(PING)
+
+    def push(self, message: bytes) -> None:
+        """An already-encoded push (e.g. an async message from the server API)."""
+        self.outbox.put(message)
+
+    async def unsubscribe_by_server(self, channel: str, code: int, reason: str) -> None:
+        if channel in self.subs:
+            await self._drop_subscription(channel, announce=True)
+            body = {"code": code, "reason": reason}
+            self.outbox.put(
+                b'{"push":{"channel":%s,"unsubscribe":%s}}' % (encode(channel), encode(body))
+            )
+
+    def disconnect(self, reason: Disconnect) -> None:
+        """Tell the client why (a disconnect push) and close with that code."""
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        if not self.outbox.closed:
+            self.outbox.put(disconnect_push(reason.code, reason.reason, reason.reconnect))
+            self.outbox.flush()
+        self.transport.close_with(reason.code, reason.reason)
+        self._cleanup()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _reply_error(self, command_id: int, error: codes.Error) -> None:
+        self.outbox.put(error_reply(command_id, error))
+
+    def _stale(self) -> None:
+        self._stale_timer = None
+        if self.state == "connecting":
+            self.disconnect(codes.STALE)
+
+    def _slow(self) -> None:
+        log.info(
+            "client %s (%s): too slow, %d bytes queued",
+            self.id,
+            self.transport.remote,
+            self.outbox.queued_bytes,
+        )
+        self.node.stats["slow_disconnects"] += 1
+        self.disconnect(codes.SLOW)
+
+    def _schedule_expiry(self) -> None:
+        assert self.expire_at is not None
+        delay = self.expire_at - time.time() + self.node.expired_close_delay
+        self._expiry_timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._expired)
+
+    def _expired(self) -> None:
+        self._expiry_timer = None
+        if self.expire_at is not None and time.time() >= self.expire_at:
+            self.disconnect(codes.EXPIRED_CONNECTION)
+
+    def _schedule_sub_expiry(self, sub: _Subscription) -> None:
+        assert sub.expire_at is not None
+        delay = sub.expire_at - time.time() + self.node.expired_close_delay
+        sub.timer = asyncio.get_running_loop().call_later(
+            max(0.0, delay), lambda: self.node.background(self._sub_expired(sub))
+        )
+
+    async def _sub_expired(self, sub: _Subscription) -> None:
+        sub.timer = None
+        if self.subs.get(sub.channel) is sub and sub.expire_at is not None:
+            if time.time() >= sub.expire_at:
+                await self.unsubscribe_by_server(sub.channel, *codes.UNSUBSCRIBE_EXPIRED)
+
+    async def _drop_subscription(self, channel: str, announce: bool) -> None:
+        sub = self.subs.pop(channel, None)
+        if sub is None:
+            return
+        self._cancel(sub.timer)
+        ns = self.node.namespace(channel)
+        await self.node.unsubscribe(channel, self.outbox)
+        if ns is not None and ns.presence:
+            await self.node.presence.remove(channel, self.id)
+        if announce and ns is not None and ns.join_leave and sub.info is not None:
+            await self.node.broker.publish_leave(channel, sub.info)
+
+    def _cleanup(self) -> None:
+        self._cancel(self._stale_timer)
+        self._cancel(self._expiry_timer)
+        self._stale_timer = self._expiry_timer = None
+        self.outbox.close()
+        channels = list(self.subs)
+        for sub in self.subs.values():
+            self._cancel(sub.timer)
+        self.node.client_gone(self)
+        if channels:
+            self.node.background(self._leave_all(channels))
+
+    async def _leave_all(self, channels: list[str]) -> None:
+        for channel in channels:
+            try:
+                await self._drop_subscription(channel, announce=True)
+            except Exception:
+                log.exception("client %s: cleaning up %s failed", self.id, channel)
+
+    @staticmethod
+    def _cancel(timer: asyncio.TimerHandle | None) -> None:
+        if timer is not None:
+            timer.cancel()
+
+
+class _Closed(Exception):
+    """The connection was closed while handling a command: no reply."""
+
+
+RpcHandler = Callable[[ClientSession, str, Any], Any]
+MessageHandler = Callable[[ClientSession, Any], Any]
+__all__ = ["ClientSession", "Publication", "RateLimiter"]

@@ -1,0 +1,235 @@
+"""The node: ties the hub, the engine (broker, history, presence), auth and the clients.
+
+It is the broker's event handler (publications from any process reach local subscribers
+through :meth:`Node.handle_publication`), owns the heartbeat, and offers the operations of the
+server API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from gateway import __version__
+from gateway.config import NamespaceConfig, RealtimeConfig
+from gateway.realtime import codes
+from gateway.realtime.auth import TokenVerifier
+from gateway.realtime.broker import Broker, HistoryOptions, PresenceManager, StreamPosition
+from gateway.realtime.client import ClientSession
+from gateway.realtime.codes import Disconnect
+from gateway.realtime.hub import Hub, Outbox
+from gateway.realtime.protocol import (
+    ClientInfo,
+    Publication,
+    Raw,
+    channel_push_prefix,
+    encode,
+    push,
+)
+
+log = logging.getLogger("gateway.realtime")
+
+RpcHandler = Callable[[ClientSession, str, Any], Awaitable[Raw | None]]
+MessageHandler = Callable[[ClientSession, Any], Awaitable[None]]
+
+
+class Node:
+    def __init__(
+        self,
+        cfg: RealtimeConfig,
+        verifier: TokenVerifier,
+        broker: Broker,
+        presence: PresenceManager,
+        allow_anonymous: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.verifier = verifier
+        self.broker = broker
+        self.presence = presence
+        self.allow_anonymous = allow_anonymous
+        self.version = __version__
+        self.expired_close_delay = cfg.expired_close_delay
+        self.hub = Hub()
+        self.clients: dict[str, ClientSession] = {}
+        self.users: dict[str, set[ClientSession]] = {}
+        self.rpc_handler: RpcHandler | None = None
+        self.message_handler: MessageHandler | None = None
+        self.stats: Counter[str] = Counter()
+        self.started = time.monotonic()
+        self._prefixes: dict[str, bytes] = {}
+        self._buckets: dict[int, set[ClientSession]] = {}
+        self._pongs: deque[tuple[float, ClientSession, float]] = deque()
+        self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        broker.run(self)
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` without waiting for it (its exceptions are logged)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        await self.broker.close()
+
+    def disconnect_all(self, reason: Disconnect) -> None:
+        for client in list(self.clients.values()):
+            client.disconnect(reason)
+
+    # -- channels -----------------------------------------------------------------------------
+
+    def namespace(self, channel: str) -> NamespaceConfig | None:
+        """The options of ``channel``; None for an unknown namespace."""
+        name, colon, _ = channel.partition(":")
+        if not colon:
+            return self.cfg.default
+        return self.cfg.namespaces.get(name)
+
+    def history_options(self, channel: str) -> HistoryOptions | None:
+        ns = self.namespace(channel)
+        if ns is None or not (ns.history_size and ns.history_ttl):
+            return None
+        return HistoryOptions(ns.history_size, ns.history_ttl)
+
+    async def subscribe(
+        self, channel: str, outbox: Outbox, buffer: list[tuple[int, bytes]] | None
+    ) -> None:
+        if self.hub.add(channel, outbox, buffer):
+            await self.broker.subscribe(channel)
+
+    async def unsubscribe(self, channel: str, outbox: Outbox) -> None:
+        if self.hub.remove(channel, outbox):
+            self._prefixes.pop(channel, None)
+            await self.broker.unsubscribe(channel)
+
+    async def publish(
+        self,
+        channel: str,
+        data: Raw,
+        info: ClientInfo | None = None,
+        idempotency_key: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> StreamPosition | None:
+        pub = Publication(data, info=info, tags=tags or {}, time=int(time.time() * 1000))
+        started = time.perf_counter()
+        position = await self.broker.publish(
+            channel, pub, self.history_options(channel), idempotency_key
+        )
+        self.stats["publications"] += 1
+        self.stats["publish_seconds_total"] += time.perf_counter() - started  # type: ignore[assignment]
+        return position
+
+    # -- BrokerEventHandler: events for local subscribers -------------------------------------
+
+    def handle_publication(self, channel: str, pub: Publication) -> None:
+        prefix = self._prefixes.get(channel)
+        if prefix is None:
+            prefix = self._prefixes[channel] = channel_push_prefix(channel)
+        # Encoded once, the same bytes for every subscriber (hub.py).
+        delivered = self.hub.broadcast(channel, prefix + pub.encoded() + b"}}", pub.offset)
+        self.stats["messages_out"] += delivered
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        self.hub.broadcast(channel, push(channel, "join", {"info": info.as_dict()}))
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        self.hub.broadcast(channel, push(channel, "leave", {"info": info.as_dict()}))
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def client_connected(self, client: ClientSession) -> None:
+        self.clients[client.id] = client
+        self.users.setdefault(client.user, set()).add(client)
+        bucket = zlib.crc32(client.id.encode()) % max(1, int(self.cfg.ping_interval))
+        self._buckets.setdefault(bucket, set()).add(client)
+        self.stats["connections"] += 1
+
+    def client_gone(self, client: ClientSession) -> None:
+        if self.clients.pop(client.id, None) is None:
+            return
+        sessions = self.users.get(client.user)
+        if sessions is not None:
+            sessions.discard(client)
+            if not sessions:
+                del self.users[client.user]
+        for members in self._buckets.values():
+            members.discard(client)
+
+    def user_clients(self, user: str) -> list[ClientSession]:
+        return list(self.users.get(user, ()))
+
+    async def _tick(self) -> None:
+        """Once a second: ping one bucket of clients (each client every ping_interval),
+        disconnect those that left a ping unanswered, and sweep expired history."""
+        second = 0
+        while True:
+            await asyncio.sleep(1.0)
+            second += 1
+            try:
+                self._heartbeat(second)
+                if second % 60 == 0:
+                    sweep = getattr(self.broker, "sweep", None)
+                    if sweep is not None:
+                        sweep()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _heartbeat(self, second: int) -> None:
+        now = time.monotonic()
+        while self._pongs and self._pongs[0][0] <= now:
+            _, client, sent = self._pongs.popleft()
+            if client.ping_sent == sent and client.state == "connected":
+                log.info("client %s: no pong in %.0f s", client.id, self.cfg.pong_timeout)
+                client.disconnect(codes.NO_PONG)
+        bucket = self._buckets.get(second % max(1, int(self.cfg.ping_interval)), ())
+        for client in bucket:
+            client.ping()
+            if client.ping_sent is not None:
+                self._pongs.append((now + self.cfg.pong_timeout, client, client.ping_sent))
+
+    # -- server API operations ----------------------------------------------------------------
+
+    async def unsubscribe_user(self, channel: str, user: str, client_id: str = "") -> None:
+        for client in self.user_clients(user):
+            if not client_id or client.id == client_id:
+                await client.unsubscribe_by_server(channel, *codes.UNSUBSCRIBE_SERVER)
+
+    def disconnect_user(self, user: str, reason: Disconnect, client_id: str = "") -> int:
+        targets = [c for c in self.user_clients(user) if not client_id or c.id == client_id]
+        for client in targets:
+            client.disconnect(reason)
+        return len(targets)
+
+    def channels(self) -> dict[str, int]:
+        return {c: self.hub.subscriber_count(c) for c in self.hub.channels()}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "num_clients": len(self.clients),
+            "num_users": len(self.users),
+            "num_channels": len(self.hub.channels()),
+            "uptime": int(time.monotonic() - self.started),
+            "num_subs": sum(len(c.subs) for c in self.clients.values()),
+        }
+
+    def encode_message(self, data: Raw) -> bytes:
+        """An async ``message`` push for one client."""
+        return b'{"push":{"message":%s}}' % encode({"data": data})

@@ -1,0 +1,129 @@
+"""The WebSocket endpoint, ``/connection/websocket``: a thin Tornado driver over the session.
+
+It moves frames in and out and nothing else: text frames go to
+:meth:`ClientSession.handle_frame`; the session's outbox writes whole frames through
+:meth:`send_frame` straight onto the socket's stream (one pre-built frame per flush, instead
+of Tornado's per-message ``write_message`` machinery, measured in bench/fanout.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketHandler, WebSocketProtocol13
+
+from gateway.realtime.client import ClientSession
+from gateway.realtime.node import Node
+
+log = logging.getLogger("gateway.realtime")
+
+
+def frame_header(length: int) -> bytes:
+    """RFC 6455 §5.2: FIN + text opcode, unmasked (server to client), payload length."""
+    if length < 126:
+        return struct.pack("!BB", 0x81, length)
+    if length < 65536:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
+
+
+class _Protocol(WebSocketProtocol13):
+    """Tornado's protocol, closing with 1007 on a text frame that is not UTF-8 (RFC 6455
+    §7.4.1) where Tornado would drop the connection without a close code."""
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        if opcode == 0x1 and not self._frame_compressed:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.close(1007, "invalid UTF-8")
+                return None
+        return super()._handle_message(opcode, data)
+
+
+class RealtimeWebSocket(WebSocketHandler):
+    def initialize(self, node: Node, allowed_origins: list[str]) -> None:
+        self.node = node
+        self.allowed_origins = allowed_origins
+        self.session: ClientSession | None = None
+
+    # -- Tornado hooks ------------------------------------------------------------------------
+
+    def check_origin(self, origin: str) -> bool:
+        """Cross-site WebSocket hijacking guard: by default only the gateway's own origin."""
+        if "*" in self.allowed_origins:
+            return True
+        if origin in self.allowed_origins:
+            return True
+        host = urlparse(origin).netloc.lower()
+        allowed = host == self.request.host.lower()
+        if not allowed:
+            log.info("refused WebSocket from origin %s (host %s)", origin, self.request.host)
+        return allowed
+
+    def get_websocket_protocol(self) -> Any:
+        protocol = super().get_websocket_protocol()
+        if protocol is not None:
+            protocol.__class__ = _Protocol  # same object; one method overridden
+        return protocol
+
+    @property
+    def max_message_size(self) -> int:
+        return self.node.cfg.max_message_size
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return None  # no permessage-deflate: frames are small and fan-out is CPU-bound
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.session = ClientSession(self.node, self)
+
+    async def on_message(self, message: str | bytes) -> None:
+        if self.session is None:
+            return
+        if isinstance(message, bytes):
+            try:
+                message = message.decode("utf-8")
+            except UnicodeDecodeError:
+                self.close(1007, "invalid UTF-8")
+                return
+        await self.session.handle_frame(message)
+
+    def on_close(self) -> None:
+        if self.session is not None:
+            self.session.transport_closed()
+
+    # -- the session's transport --------------------------------------------------------------
+
+    @property
+    def remote(self) -> str:
+        return self.request.remote_ip or "-"
+
+    def send_frame(self, payload: bytes, on_drained: Callable[[], None]) -> bool:
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
+            return True
+        stream = getattr(conn, "stream", None)
+        if stream is None or stream.closed():
+            return True
+        try:
+            written = stream.write(frame_header(len(payload)) + payload)
+        except StreamClosedError:
+            return True
+        if written.done():
+            return True
+
+        def drained(future: Any) -> None:
+            if not future.cancelled():
+                future.exception()  # retrieved: a closed stream is handled by on_close
+            on_drained()
+
+        written.add_done_callback(drained)
+        return False
+
+    def close_with(self, code: int, reason: str) -> None:
+        self.close(code, reason)
