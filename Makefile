@@ -28,7 +28,7 @@ help:
 run: install build
 	$(BIN)/gateway run --config $(CONFIG)
 
-test: install-test build lint
+test: install-test build tests/node/node_modules/.package-lock.json lint
 	$(BIN)/pytest
 
 lint: install-test
@@ -64,5 +64,10 @@ $(APP)/.next/BUILD_ID: $(APP)/node_modules/.package-lock.json $(APP_SOURCES)
 	cd $(APP) && node node_modules/next/dist/bin/next build
 	@touch $@
 
+# The centrifuge SDK (and ws) the tests drive from Node.
+tests/node/node_modules/.package-lock.json: tests/node/package.json tests/node/package-lock.json
+	cd tests/node && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
 clean:
-	rm -rf $(VENV) $(APP)/node_modules $(APP)/.next
+	rm -rf $(VENV) $(APP)/node_modules $(APP)/.next tests/node/node_modules

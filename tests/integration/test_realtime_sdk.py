@@ -1,0 +1,162 @@
+"""The maintained `centrifuge` npm SDK (in Node) against the gateway: the protocol as real
+clients speak it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import require
+from support.procs import GatewayProcess, standin_command
+from support.realtime import SECRET, token
+from support.sdk import NODE_DIR, SdkClient
+
+API_KEY = "sdk-api-key"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    require(shutil.which("node") is not None, "node is not on PATH")
+    require((NODE_DIR / "node_modules" / "centrifuge").is_dir(), "npm ci in tests/node (make test does it)")
+    config = {
+        "next": {"dir": ".", "command": standin_command()},
+        "realtime": {
+            "expired_close_delay": 1.0,
+            "namespaces": {
+                "chat": {"presence": True, "join_leave": True, "history_size": 100, "history_ttl": 300,
+                         "force_recovery": True, "allow_publish": True, "allow_presence": True,
+                         "allow_history": True},
+                "user": {"private": True},
+            },
+        },
+    }
+    env = {"WS_SECRET": SECRET, "GATEWAY_API_KEY": API_KEY}
+    with GatewayProcess(tmp_path_factory.mktemp("sdk"), config, env=env) as gateway:
+        gateway.wait_ready()
+        yield gateway
+
+
+@pytest.fixture
+def clients() -> Iterator[list[SdkClient]]:
+    made: list[SdkClient] = []
+    yield made
+    for client in made:
+        client.close()
+
+
+def api(gw: GatewayProcess, method: str, **params: Any) -> dict[str, Any]:
+    status, _, body = gw.request(f"/_gateway/api/{method}", method="POST",
+                                 body=json.dumps(params).encode(), headers={"X-API-Key": API_KEY})
+    assert status == 200, body
+    reply = json.loads(body)
+    assert "result" in reply, reply
+    return reply["result"]
+
+
+def connect(gw: GatewayProcess, clients: list[SdkClient], user: str = "alice", ttl: float = 60, **claims: Any) -> SdkClient:
+    client = SdkClient(user)
+    clients.append(client)
+    client.send(op="connect", url=f"ws://127.0.0.1:{gw.port}/connection/websocket", token=token(user, ttl=ttl, **claims))
+    client.wait(lambda e: e["event"] == "connected")
+    return client
+
+
+def subscribe(client: SdkClient, channel: str, **params: Any) -> dict[str, Any]:
+    mark = len(client.events)
+    client.send(op="subscribe", channel=channel, **params)
+    return client.wait(lambda e: e["event"] == "subscribed" and e["channel"] == channel, start=mark)
+
+
+def test_connect_subscribe_and_receive_api_publications(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+    client = connect(gw, clients)
+    assert client.of("connected")[0]["client"]
+    sub = subscribe(client, "chat:sdk")
+    assert sub["recoverable"] is True
+    for i in range(3):
+        api(gw, "publish", channel="chat:sdk", data={"n": i})
+    client.wait(lambda e: e["event"] == "publication" and e["data"] == {"n": 2})
+    pubs = client.of("publication", channel="chat:sdk")
+    assert [(p["data"]["n"], p["offset"]) for p in pubs] == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_token_refresh_keeps_the_connection_and_its_subscriptions(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+    client = connect(gw, clients, ttl=3)
+    subscribe(client, "chat:refresh")
+    client.wait(lambda e: e["event"] == "need_token", timeout=10)  # the SDK asks at ttl
+    client.send(op="token", token=token("alice", ttl=60))
+    time.sleep(3.0)  # past the first token's expiry and the gateway's close delay
+    api(gw, "publish", channel="chat:refresh", data="after refresh")
+    client.wait(lambda e: e["event"] == "publication" and e["data"] == "after refresh")
+    assert client.of("disconnected") == [] and len(client.of("connected")) == 1
+
+
+def test_forced_disconnect_then_recovery_without_gaps(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+    client = connect(gw, clients, user="rec")
+    subscribe(client, "chat:rec")
+    for i in range(1, 4):
+        api(gw, "publish", channel="chat:rec", data=i)
+    client.wait(lambda e: e["event"] == "publication" and e["data"] == 3)
+    mark = len(client.events)
+    api(gw, "disconnect", user="rec", disconnect={"code": 3011, "reason": "force reconnect"})
+    for i in range(4, 9):  # published while the client is away
+        api(gw, "publish", channel="chat:rec", data=i)
+    again = client.wait(lambda e: e["event"] == "subscribed" and e["channel"] == "chat:rec", timeout=15, start=mark)
+    assert again["wasRecovering"] is True and again["recovered"] is True
+    client.wait(lambda e: e["event"] == "publication" and e["data"] == 8)
+    api(gw, "publish", channel="chat:rec", data=9)
+    client.wait(lambda e: e["event"] == "publication" and e["data"] == 9)
+    offsets = [p["offset"] for p in client.of("publication", channel="chat:rec")]
+    assert offsets == list(range(1, 10))  # contiguous: nothing missed, nothing twice
+    assert client.of("connecting")  # it really went away
+
+
+def test_presence_join_and_leave_between_two_clients(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+    alice = connect(gw, clients, user="alice")
+    subscribe(alice, "chat:pres")
+    bob = connect(gw, clients, user="bob")
+    subscribe(bob, "chat:pres")
+    alice.wait(lambda e: e["event"] == "join" and e["user"] == "bob")
+    presence = alice.call("presence", channel="chat:pres")["result"]["clients"]
+    assert {info["user"] for info in presence.values()} == {"alice", "bob"}
+    stats = alice.call("presence_stats", channel="chat:pres")["result"]
+    assert stats == {"numClients": 2, "numUsers": 2}
+    bob.send(op="unsubscribe", channel="chat:pres")
+    alice.wait(lambda e: e["event"] == "leave" and e["user"] == "bob")
+
+
+def test_private_channel_with_a_subscription_token(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+    client = connect(gw, clients, user="carol")
+    subscribe(client, "user:carol", token=token("carol", channel="user:carol"))
+    api(gw, "publish", channel="user:carol", data="for carol only")
+    client.wait(lambda e: e["event"] == "publication" and e["data"] == "for carol only")
+    mark = len(client.events)
+    client.send(op="subscribe", channel="user:dave")  # no token: permission denied
+    error = client.wait(lambda e: e["event"] in ("sub_error", "unsubscribed") and e["channel"] == "user:dave", start=mark)
+    assert error["code"] == 103, error
+
+
+def test_history_and_client_publish(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+    client = connect(gw, clients, user="erin")
+    subscribe(client, "chat:hist")
+    assert "error" not in client.call("publish", channel="chat:hist", data={"from": "browser"})
+    client.wait(lambda e: e["event"] == "publication" and e["data"] == {"from": "browser"})
+    history = client.call("history", channel="chat:hist", limit=10)["result"]
+    assert [p["data"] for p in history["publications"]] == [{"from": "browser"}]
+    assert history["offset"] == 1 and history["epoch"]
+
+
+def test_server_side_subscription_from_the_token(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+    client = connect(gw, clients, user="frank", channels=["chat:frank-news"])
+    client.wait(lambda e: e["event"] == "subscribed" and e.get("server") and e["channel"] == "chat:frank-news")
+    api(gw, "publish", channel="chat:frank-news", data="pushed")
+    client.wait(lambda e: e["event"] == "publication" and e.get("server") and e["data"] == "pushed")
+
+
+def test_rpc_without_a_handler_is_method_not_found(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+    client = connect(gw, clients, user="gina")
+    assert client.call("rpc", method="anything", data={})["error"]["code"] == 104
