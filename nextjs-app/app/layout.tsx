@@ -19,6 +19,7 @@ export default function RootLayout({ children }: { children: React.ReactNode }) 
             <Link href="/time">Server time</Link>
             <Link href="/stream">Streaming</Link>
             <Link href="/notes">Notes</Link>
+            <Link href="/live">Live</Link>
           </nav>
         </header>
         <main>{children}</main>

@@ -1,0 +1,104 @@
+"""The auth handoff with the real Next.js app: sign in (a Server Action), get a token from
+/api/ws-token, connect the centrifuge SDK with it, and receive what a route handler publishes
+through the server API."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import yaml
+
+from conftest import require
+from support.procs import ROOT, GatewayProcess
+from support.sdk import NODE_DIR, SdkClient
+
+SECRET = "handoff-secret-0123456789-0123456789-abcdef"
+
+
+@pytest.fixture(scope="module")
+def app_gw(next_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    require(shutil.which("node") is not None and (NODE_DIR / "node_modules" / "centrifuge").is_dir(),
+            "the centrifuge SDK in tests/node (make test installs it)")
+    config = yaml.safe_load((ROOT / "config" / "gateway.yaml").read_text())
+    config["next"]["dir"] = str(next_build)
+    with GatewayProcess(tmp_path_factory.mktemp("handoff"), config, env={"WS_SECRET": SECRET}) as gw:
+        gw.wait_ready(60)
+        yield gw
+
+
+def sign_in(gw: GatewayProcess, name: str) -> str:
+    """Post the sign-in form (a Server Action) and return the session cookie it sets."""
+    page = gw.request("/signin")[2]
+    action = re.search(rb'name="(\$ACTION_ID_[0-9a-f]+)"', page)
+    assert action, "no sign-in form"
+    boundary = uuid.uuid4().hex
+    fields = {action.group(1).decode(): "", "name": name, "next": "/live"}
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                   for k, v in fields.items()) + f"--{boundary}--\r\n"
+    status, headers, _ = gw.request("/signin", method="POST", body=body.encode(), headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        "Origin": f"http://127.0.0.1:{gw.port}",
+    })
+    assert status in (200, 303), status
+    cookie = next(c for c in headers.get_all("Set-Cookie") if c.startswith("gw_session="))
+    return cookie.split(";", 1)[0]
+
+
+def test_ws_token_needs_a_session(app_gw: GatewayProcess) -> None:
+    status, headers, body = app_gw.request("/api/ws-token")
+    assert status == 401 and json.loads(body) == {"error": "not signed in"}
+
+
+def test_token_is_a_60_second_hs256_jwt_for_the_user(app_gw: GatewayProcess) -> None:
+    cookie = sign_in(app_gw, "Ada")
+    status, headers, body = app_gw.request("/api/ws-token", headers={"Cookie": cookie})
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    token = json.loads(body)["token"]
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert claims["info"] == {"name": "Ada"} and claims["sub"]
+    assert 55 <= claims["exp"] - time.time() <= 61
+    forged = cookie[:-4] + "AAAA"
+    assert app_gw.request("/api/ws-token", headers={"Cookie": forged})[0] == 401
+
+
+def test_sdk_connects_with_the_handed_off_token_and_receives_a_route_handler_publication(
+    app_gw: GatewayProcess,
+) -> None:
+    cookie = sign_in(app_gw, "Grace")
+    token = json.loads(app_gw.request("/api/ws-token", headers={"Cookie": cookie})[2])["token"]
+    client = SdkClient("grace")
+    try:
+        client.send(op="connect", url=f"ws://127.0.0.1:{app_gw.port}/connection/websocket", token=token)
+        client.wait(lambda e: e["event"] == "connected")
+        client.send(op="subscribe", channel="feed:demo")
+        client.wait(lambda e: e["event"] == "subscribed" and e["channel"] == "feed:demo")
+        status, _, body = app_gw.request("/api/feed", method="POST", body=json.dumps({"text": "hello"}).encode(),
+                                         headers={"Cookie": cookie, "Content-Type": "application/json"})
+        assert status == 200, body
+        position: dict[str, Any] = json.loads(body)
+        assert position["offset"] >= 1 and position["epoch"]
+        event = client.wait(lambda e: e["event"] == "publication" and e["data"].get("text") == "hello")
+        assert event["data"] == {"text": "hello", "from": "Grace"} and event["offset"] == position["offset"]
+    finally:
+        client.close()
+
+
+def test_private_channel_token_only_for_its_owner(app_gw: GatewayProcess) -> None:
+    cookie = sign_in(app_gw, "Linus")
+    token = json.loads(app_gw.request("/api/ws-token", headers={"Cookie": cookie})[2])["token"]
+    user_id = jwt.decode(token, SECRET, algorithms=["HS256"])["sub"]
+    status, _, body = app_gw.request(f"/api/ws-sub-token?channel=user:{user_id}", headers={"Cookie": cookie})
+    assert status == 200
+    claims = jwt.decode(json.loads(body)["token"], SECRET, algorithms=["HS256"])
+    assert claims["channel"] == f"user:{user_id}" and claims["sub"] == user_id
+    assert app_gw.request("/api/ws-sub-token?channel=user:someone-else", headers={"Cookie": cookie})[0] == 403
