@@ -154,7 +154,7 @@ def start_custom_server() -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
         [
             "node",
-            str(ROOT / "bench" / "node-custom-server" / "server.js"),
+            str(ROOT / "bench" / "node" / "custom-server.js"),
             str(port),
             str(NEXT_DIR),
         ],
