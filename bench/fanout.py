@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support.procs import ROOT, GatewayProcess, free_port, rss_bytes, standin_command  # noqa: E402
-from support.realtime import SECRET, token  # noqa: E402
+from support.procs import ROOT, GatewayProcess, free_port, rss_bytes, standin_command
+from support.realtime import SECRET, token
 
 NODE = ROOT / "bench" / "node"
 ENV = {**os.environ, "NEXT_TELEMETRY_DISABLED": "1"}
@@ -39,7 +39,7 @@ CHANNEL = "bench:room"
 
 
 def lift_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -53,7 +53,8 @@ def start_gateway(tmp: Path) -> GatewayProcess:
         "next": {"dir": ".", "command": standin_command()},
         "log": {"level": "warning"},
         "realtime": {
-            "command_rate": 1_000_000, "command_burst": 1_000_000,
+            "command_rate": 1_000_000,
+            "command_burst": 1_000_000,
             "write_queue_max_bytes": 16 * 1024 * 1024,
             "namespaces": {"bench": {"allow_publish": True}},
         },
@@ -68,7 +69,10 @@ def start_custom_server() -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen(
         ["node", str(NODE / "custom-server.js"), str(port), str(ROOT / "nextjs-app")],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
         preexec_fn=lift_fd_limit,
     )
     assert proc.stdout is not None
@@ -79,7 +83,11 @@ def start_custom_server() -> tuple[subprocess.Popen[bytes], int]:
 def load(options: dict[str, object]) -> dict[str, float]:
     out = subprocess.run(
         ["node", str(NODE / "fanout-clients.mjs"), json.dumps(options)],
-        capture_output=True, text=True, check=True, preexec_fn=lift_fd_limit, cwd=NODE,
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lift_fd_limit,
+        cwd=NODE,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -89,7 +97,11 @@ def idle_rss(pid: int, options: dict[str, object]) -> float:
     before = rss_bytes(pid)
     proc = subprocess.Popen(
         ["node", str(NODE / "idle-clients.mjs"), json.dumps(options)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=lift_fd_limit, cwd=NODE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lift_fd_limit,
+        cwd=NODE,
     )
     assert proc.stdout is not None and proc.stdin is not None
     line = proc.stdout.readline()
@@ -118,24 +130,39 @@ def main() -> None:
         custom, custom_port = start_custom_server()
         try:
             servers = {
-                "gateway": {"url": f"ws://127.0.0.1:{gw.port}/connection/websocket",
-                            "protocol": "centrifugo", "token": token("bench", ttl=3600)},
+                "gateway": {
+                    "url": f"ws://127.0.0.1:{gw.port}/connection/websocket",
+                    "protocol": "centrifugo",
+                    "token": token("bench", ttl=3600),
+                },
                 "node-ws": {"url": f"ws://127.0.0.1:{custom_port}/ws", "protocol": "raw"},
             }
             for n in sizes:
                 for mode, rate in (("saturation", 0), ("50k/s", 50_000 / n)):
                     for name, base in servers.items():
-                        opts = {**base, "channel": CHANNEL, "subscribers": n, "rate": rate,
-                                "window": args.window, "duration": args.duration,
-                                "warmup": args.warmup, "payload": 64}
+                        opts = {
+                            **base,
+                            "channel": CHANNEL,
+                            "subscribers": n,
+                            "rate": rate,
+                            "window": args.window,
+                            "duration": args.duration,
+                            "warmup": args.warmup,
+                            "payload": 64,
+                        }
                         result = load(opts)
                         rows.append((name, n, mode, result))
-                        print(f"  {name:<8} N={n:<5} {mode:<10} {result['deliveries_per_s']:>10.0f}/s "
-                              f"p50 {result['p50_ms']:.1f} ms p99 {result['p99_ms']:.1f} ms", flush=True)
+                        print(
+                            f"  {name:<8} N={n:<5} {mode:<10} {result['deliveries_per_s']:>10.0f}/s "
+                            f"p50 {result['p50_ms']:.1f} ms p99 {result['p99_ms']:.1f} ms",
+                            flush=True,
+                        )
             assert gw.proc is not None
             idle = {
-                "gateway": idle_rss(gw.proc.pid, {**servers["gateway"], "channel": CHANNEL,
-                                                  "subscribers": args.idle}),
+                "gateway": idle_rss(
+                    gw.proc.pid,
+                    {**servers["gateway"], "channel": CHANNEL, "subscribers": args.idle},
+                ),
                 "node-ws": idle_rss(custom.pid, {**servers["node-ws"], "subscribers": args.idle}),
             }
         finally:
@@ -143,11 +170,19 @@ def main() -> None:
             custom.wait()
             gw.close()
 
-    print(f"\n{'server':<9}{'subs':>6}  {'mode':<11}{'deliveries/s':>13}{'p50 ms':>9}{'p99 ms':>9}{'vs node-ws':>12}")
+    print(
+        f"\n{'server':<9}{'subs':>6}  {'mode':<11}{'deliveries/s':>13}{'p50 ms':>9}{'p99 ms':>9}{'vs node-ws':>12}"
+    )
     for name, n, mode, r in rows:
-        base = next(b for b_name, b_n, b_mode, b in rows if b_name == "node-ws" and b_n == n and b_mode == mode)
+        base = next(
+            b
+            for b_name, b_n, b_mode, b in rows
+            if b_name == "node-ws" and b_n == n and b_mode == mode
+        )
         ratio = r["deliveries_per_s"] / base["deliveries_per_s"]
-        print(f"{name:<9}{n:>6}  {mode:<11}{r['deliveries_per_s']:>13.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{ratio:>11.2f}x")
+        print(
+            f"{name:<9}{n:>6}  {mode:<11}{r['deliveries_per_s']:>13.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{ratio:>11.2f}x"
+        )
     print(f"\nRSS per idle connection ({args.idle} connections, connected and subscribed):")
     for name, per in idle.items():
         print(f"  {name:<9}{per / 1024:8.1f} KB")

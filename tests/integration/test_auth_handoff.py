@@ -16,7 +16,6 @@ from typing import Any
 import jwt
 import pytest
 import yaml
-
 from conftest import require
 from support.procs import ROOT, GatewayProcess
 from support.sdk import NODE_DIR, SdkClient
@@ -26,11 +25,15 @@ SECRET = "handoff-secret-0123456789-0123456789-abcdef"
 
 @pytest.fixture(scope="module")
 def app_gw(next_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    require(shutil.which("node") is not None and (NODE_DIR / "node_modules" / "centrifuge").is_dir(),
-            "the centrifuge SDK in tests/node (make test installs it)")
+    require(
+        shutil.which("node") is not None and (NODE_DIR / "node_modules" / "centrifuge").is_dir(),
+        "the centrifuge SDK in tests/node (make test installs it)",
+    )
     config = yaml.safe_load((ROOT / "config" / "gateway.yaml").read_text())
     config["next"]["dir"] = str(next_build)
-    with GatewayProcess(tmp_path_factory.mktemp("handoff"), config, env={"WS_SECRET": SECRET}) as gw:
+    with GatewayProcess(
+        tmp_path_factory.mktemp("handoff"), config, env={"WS_SECRET": SECRET}
+    ) as gw:
         gw.wait_ready(60)
         yield gw
 
@@ -42,19 +45,29 @@ def sign_in(gw: GatewayProcess, name: str) -> str:
     assert action, "no sign-in form"
     boundary = uuid.uuid4().hex
     fields = {action.group(1).decode(): "", "name": name, "next": "/live"}
-    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-                   for k, v in fields.items()) + f"--{boundary}--\r\n"
-    status, headers, _ = gw.request("/signin", method="POST", body=body.encode(), headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}",
-        "Origin": f"http://127.0.0.1:{gw.port}",
-    })
+    body = (
+        "".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+            for k, v in fields.items()
+        )
+        + f"--{boundary}--\r\n"
+    )
+    status, headers, _ = gw.request(
+        "/signin",
+        method="POST",
+        body=body.encode(),
+        headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Origin": f"http://127.0.0.1:{gw.port}",
+        },
+    )
     assert status in (200, 303), status
     cookie = next(c for c in headers.get_all("Set-Cookie") if c.startswith("gw_session="))
     return cookie.split(";", 1)[0]
 
 
 def test_ws_token_needs_a_session(app_gw: GatewayProcess) -> None:
-    status, headers, body = app_gw.request("/api/ws-token")
+    status, _headers, body = app_gw.request("/api/ws-token")
     assert status == 401 and json.loads(body) == {"error": "not signed in"}
 
 
@@ -78,17 +91,28 @@ def test_sdk_connects_with_the_handed_off_token_and_receives_a_route_handler_pub
     token = json.loads(app_gw.request("/api/ws-token", headers={"Cookie": cookie})[2])["token"]
     client = SdkClient("grace")
     try:
-        client.send(op="connect", url=f"ws://127.0.0.1:{app_gw.port}/connection/websocket", token=token)
+        client.send(
+            op="connect", url=f"ws://127.0.0.1:{app_gw.port}/connection/websocket", token=token
+        )
         client.wait(lambda e: e["event"] == "connected")
         client.send(op="subscribe", channel="feed:demo")
         client.wait(lambda e: e["event"] == "subscribed" and e["channel"] == "feed:demo")
-        status, _, body = app_gw.request("/api/feed", method="POST", body=json.dumps({"text": "hello"}).encode(),
-                                         headers={"Cookie": cookie, "Content-Type": "application/json"})
+        status, _, body = app_gw.request(
+            "/api/feed",
+            method="POST",
+            body=json.dumps({"text": "hello"}).encode(),
+            headers={"Cookie": cookie, "Content-Type": "application/json"},
+        )
         assert status == 200, body
         position: dict[str, Any] = json.loads(body)
         assert position["offset"] >= 1 and position["epoch"]
-        event = client.wait(lambda e: e["event"] == "publication" and e["data"].get("text") == "hello")
-        assert event["data"] == {"text": "hello", "from": "Grace"} and event["offset"] == position["offset"]
+        event = client.wait(
+            lambda e: e["event"] == "publication" and e["data"].get("text") == "hello"
+        )
+        assert (
+            event["data"] == {"text": "hello", "from": "Grace"}
+            and event["offset"] == position["offset"]
+        )
     finally:
         client.close()
 
@@ -97,8 +121,21 @@ def test_private_channel_token_only_for_its_owner(app_gw: GatewayProcess) -> Non
     cookie = sign_in(app_gw, "Linus")
     token = json.loads(app_gw.request("/api/ws-token", headers={"Cookie": cookie})[2])["token"]
     user_id = jwt.decode(token, SECRET, algorithms=["HS256"])["sub"]
-    status, _, body = app_gw.request(f"/api/ws-sub-token?channel=user:{user_id}", headers={"Cookie": cookie})
+    status, _, body = app_gw.request(
+        f"/api/ws-sub-token?channel=user:{user_id}", headers={"Cookie": cookie}
+    )
     assert status == 200
     claims = jwt.decode(json.loads(body)["token"], SECRET, algorithms=["HS256"])
     assert claims["channel"] == f"user:{user_id}" and claims["sub"] == user_id
-    assert app_gw.request("/api/ws-sub-token?channel=user:someone-else", headers={"Cookie": cookie})[0] == 403
+    assert (
+        app_gw.request("/api/ws-sub-token?channel=user:someone-else", headers={"Cookie": cookie})[0]
+        == 403
+    )
+
+
+def test_live_page_renders_the_client_feed_for_a_signed_in_user(app_gw: GatewayProcess) -> None:
+    assert b"Sign in" in app_gw.request("/live")[2]
+    cookie = sign_in(app_gw, "Barbara")
+    status, _, page = app_gw.request("/live", headers={"Cookie": cookie})
+    assert status == 200
+    assert b'id="connection-state">disconnected<' in page  # server render; the browser connects

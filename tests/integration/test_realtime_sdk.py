@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from conftest import require
 from support.procs import GatewayProcess, standin_command
 from support.realtime import SECRET, token
@@ -22,15 +21,25 @@ API_KEY = "sdk-api-key"
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     require(shutil.which("node") is not None, "node is not on PATH")
-    require((NODE_DIR / "node_modules" / "centrifuge").is_dir(), "npm ci in tests/node (make test does it)")
+    require(
+        (NODE_DIR / "node_modules" / "centrifuge").is_dir(),
+        "npm ci in tests/node (make test does it)",
+    )
     config = {
         "next": {"dir": ".", "command": standin_command()},
         "realtime": {
             "expired_close_delay": 1.0,
             "namespaces": {
-                "chat": {"presence": True, "join_leave": True, "history_size": 100, "history_ttl": 300,
-                         "force_recovery": True, "allow_publish": True, "allow_presence": True,
-                         "allow_history": True},
+                "chat": {
+                    "presence": True,
+                    "join_leave": True,
+                    "history_size": 100,
+                    "history_ttl": 300,
+                    "force_recovery": True,
+                    "allow_publish": True,
+                    "allow_presence": True,
+                    "allow_history": True,
+                },
                 "user": {"private": True},
             },
         },
@@ -50,18 +59,32 @@ def clients() -> Iterator[list[SdkClient]]:
 
 
 def api(gw: GatewayProcess, method: str, **params: Any) -> dict[str, Any]:
-    status, _, body = gw.request(f"/_gateway/api/{method}", method="POST",
-                                 body=json.dumps(params).encode(), headers={"X-API-Key": API_KEY})
+    status, _, body = gw.request(
+        f"/_gateway/api/{method}",
+        method="POST",
+        body=json.dumps(params).encode(),
+        headers={"X-API-Key": API_KEY},
+    )
     assert status == 200, body
     reply = json.loads(body)
     assert "result" in reply, reply
     return reply["result"]
 
 
-def connect(gw: GatewayProcess, clients: list[SdkClient], user: str = "alice", ttl: float = 60, **claims: Any) -> SdkClient:
+def connect(
+    gw: GatewayProcess,
+    clients: list[SdkClient],
+    user: str = "alice",
+    ttl: float = 60,
+    **claims: Any,
+) -> SdkClient:
     client = SdkClient(user)
     clients.append(client)
-    client.send(op="connect", url=f"ws://127.0.0.1:{gw.port}/connection/websocket", token=token(user, ttl=ttl, **claims))
+    client.send(
+        op="connect",
+        url=f"ws://127.0.0.1:{gw.port}/connection/websocket",
+        token=token(user, ttl=ttl, **claims),
+    )
     client.wait(lambda e: e["event"] == "connected")
     return client
 
@@ -72,7 +95,9 @@ def subscribe(client: SdkClient, channel: str, **params: Any) -> dict[str, Any]:
     return client.wait(lambda e: e["event"] == "subscribed" and e["channel"] == channel, start=mark)
 
 
-def test_connect_subscribe_and_receive_api_publications(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+def test_connect_subscribe_and_receive_api_publications(
+    gw: GatewayProcess, clients: list[SdkClient]
+) -> None:
     client = connect(gw, clients)
     assert client.of("connected")[0]["client"]
     sub = subscribe(client, "chat:sdk")
@@ -84,7 +109,9 @@ def test_connect_subscribe_and_receive_api_publications(gw: GatewayProcess, clie
     assert [(p["data"]["n"], p["offset"]) for p in pubs] == [(0, 1), (1, 2), (2, 3)]
 
 
-def test_token_refresh_keeps_the_connection_and_its_subscriptions(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+def test_token_refresh_keeps_the_connection_and_its_subscriptions(
+    gw: GatewayProcess, clients: list[SdkClient]
+) -> None:
     client = connect(gw, clients, ttl=3)
     subscribe(client, "chat:refresh")
     client.wait(lambda e: e["event"] == "need_token", timeout=10)  # the SDK asks at ttl
@@ -95,7 +122,9 @@ def test_token_refresh_keeps_the_connection_and_its_subscriptions(gw: GatewayPro
     assert client.of("disconnected") == [] and len(client.of("connected")) == 1
 
 
-def test_forced_disconnect_then_recovery_without_gaps(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+def test_forced_disconnect_then_recovery_without_gaps(
+    gw: GatewayProcess, clients: list[SdkClient]
+) -> None:
     client = connect(gw, clients, user="rec")
     subscribe(client, "chat:rec")
     for i in range(1, 4):
@@ -105,7 +134,9 @@ def test_forced_disconnect_then_recovery_without_gaps(gw: GatewayProcess, client
     api(gw, "disconnect", user="rec", disconnect={"code": 3011, "reason": "force reconnect"})
     for i in range(4, 9):  # published while the client is away
         api(gw, "publish", channel="chat:rec", data=i)
-    again = client.wait(lambda e: e["event"] == "subscribed" and e["channel"] == "chat:rec", timeout=15, start=mark)
+    again = client.wait(
+        lambda e: e["event"] == "subscribed" and e["channel"] == "chat:rec", timeout=15, start=mark
+    )
     assert again["wasRecovering"] is True and again["recovered"] is True
     client.wait(lambda e: e["event"] == "publication" and e["data"] == 8)
     api(gw, "publish", channel="chat:rec", data=9)
@@ -115,7 +146,9 @@ def test_forced_disconnect_then_recovery_without_gaps(gw: GatewayProcess, client
     assert client.of("connecting")  # it really went away
 
 
-def test_presence_join_and_leave_between_two_clients(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+def test_presence_join_and_leave_between_two_clients(
+    gw: GatewayProcess, clients: list[SdkClient]
+) -> None:
     alice = connect(gw, clients, user="alice")
     subscribe(alice, "chat:pres")
     bob = connect(gw, clients, user="bob")
@@ -129,14 +162,19 @@ def test_presence_join_and_leave_between_two_clients(gw: GatewayProcess, clients
     alice.wait(lambda e: e["event"] == "leave" and e["user"] == "bob")
 
 
-def test_private_channel_with_a_subscription_token(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+def test_private_channel_with_a_subscription_token(
+    gw: GatewayProcess, clients: list[SdkClient]
+) -> None:
     client = connect(gw, clients, user="carol")
     subscribe(client, "user:carol", token=token("carol", channel="user:carol"))
     api(gw, "publish", channel="user:carol", data="for carol only")
     client.wait(lambda e: e["event"] == "publication" and e["data"] == "for carol only")
     mark = len(client.events)
     client.send(op="subscribe", channel="user:dave")  # no token: permission denied
-    error = client.wait(lambda e: e["event"] in ("sub_error", "unsubscribed") and e["channel"] == "user:dave", start=mark)
+    error = client.wait(
+        lambda e: e["event"] in ("sub_error", "unsubscribed") and e["channel"] == "user:dave",
+        start=mark,
+    )
     assert error["code"] == 103, error
 
 
@@ -150,13 +188,21 @@ def test_history_and_client_publish(gw: GatewayProcess, clients: list[SdkClient]
     assert history["offset"] == 1 and history["epoch"]
 
 
-def test_server_side_subscription_from_the_token(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+def test_server_side_subscription_from_the_token(
+    gw: GatewayProcess, clients: list[SdkClient]
+) -> None:
     client = connect(gw, clients, user="frank", channels=["chat:frank-news"])
-    client.wait(lambda e: e["event"] == "subscribed" and e.get("server") and e["channel"] == "chat:frank-news")
+    client.wait(
+        lambda e: (
+            e["event"] == "subscribed" and e.get("server") and e["channel"] == "chat:frank-news"
+        )
+    )
     api(gw, "publish", channel="chat:frank-news", data="pushed")
     client.wait(lambda e: e["event"] == "publication" and e.get("server") and e["data"] == "pushed")
 
 
-def test_rpc_without_a_handler_is_method_not_found(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+def test_rpc_without_a_handler_is_method_not_found(
+    gw: GatewayProcess, clients: list[SdkClient]
+) -> None:
     client = connect(gw, clients, user="gina")
     assert client.call("rpc", method="anything", data={})["error"]["code"] == 104

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
 from support.procs import GatewayProcess, standin_command
 from support.realtime import SECRET, token
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 API_KEY = "integration-api-key"
 
@@ -27,8 +26,15 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
             "command_rate": 20,
             "command_burst": 20,
             "max_message_size": 4096,
-            "namespaces": {"chat": {"presence": True, "history_size": 10, "history_ttl": 60,
-                                     "force_recovery": True, "allow_publish": True}},
+            "namespaces": {
+                "chat": {
+                    "presence": True,
+                    "history_size": 10,
+                    "history_ttl": 60,
+                    "force_recovery": True,
+                    "allow_publish": True,
+                }
+            },
         },
     }
     env = {"WS_SECRET": SECRET, "GATEWAY_API_KEY": API_KEY}
@@ -67,14 +73,19 @@ async def healthy(gw: GatewayProcess) -> None:
 def test_connect_subscribe_and_receive_an_api_publication(gw: GatewayProcess) -> None:
     async def scenario() -> None:
         async with websockets.connect(ws_url(gw), origin=origin(gw)) as ws:
-            await ws.send(json.dumps({"id": 1, "connect": {"token": token()}}) + "\n"
-                          + json.dumps({"id": 2, "subscribe": {"channel": "chat:it"}}))
+            await ws.send(
+                json.dumps({"id": 1, "connect": {"token": token()}})
+                + "\n"
+                + json.dumps({"id": 2, "subscribe": {"channel": "chat:it"}})
+            )
             replies = []
             while len(replies) < 2:
                 replies += [json.loads(line) for line in (await ws.recv()).split("\n")]
             assert replies[1]["subscribe"]["recoverable"] is True
             status, _, body = await asyncio.to_thread(
-                gw.request, "/_gateway/api/publish", method="POST",
+                gw.request,
+                "/_gateway/api/publish",
+                method="POST",
                 body=json.dumps({"channel": "chat:it", "data": {"hello": "world"}}).encode(),
                 headers={"X-API-Key": API_KEY},
             )
@@ -104,7 +115,9 @@ def test_cross_site_origin_is_refused_before_the_upgrade(gw: GatewayProcess) -> 
     ],
     ids=["malformed-json", "command-before-connect", "malformed-token"],
 )
-def test_bad_input_gets_its_disconnect_code(gw: GatewayProcess, frames: list[str], expected: tuple[int, str]) -> None:
+def test_bad_input_gets_its_disconnect_code(
+    gw: GatewayProcess, frames: list[str], expected: tuple[int, str]
+) -> None:
     async def scenario() -> None:
         async with websockets.connect(ws_url(gw), origin=origin(gw)) as ws:
             for frame in frames:
@@ -143,7 +156,10 @@ def test_unknown_method_is_104_and_the_connection_stays(gw: GatewayProcess) -> N
             await ws.send(json.dumps({"id": 1, "connect": {"token": token()}}))
             await ws.recv()
             await ws.send(json.dumps({"id": 2, "frobnicate": {}}))
-            assert json.loads(await ws.recv()) == {"id": 2, "error": {"code": 104, "message": "method not found"}}
+            assert json.loads(await ws.recv()) == {
+                "id": 2,
+                "error": {"code": 104, "message": "method not found"},
+            }
             await ws.send(json.dumps({"id": 3, "ping": {}}))
             assert json.loads(await ws.recv()) == {"id": 3, "ping": {}}
 
@@ -176,7 +192,9 @@ def test_tokens_never_reach_the_log(gw: GatewayProcess) -> None:
     secret_token = token("logged")
 
     async def scenario() -> None:
-        async with websockets.connect(ws_url(gw, f"?token={secret_token}&x=1"), origin=origin(gw)) as ws:
+        async with websockets.connect(
+            ws_url(gw, f"?token={secret_token}&x=1"), origin=origin(gw)
+        ) as ws:
             await ws.send(json.dumps({"id": 1, "connect": {"token": secret_token}}))
             await ws.recv()
 
@@ -189,37 +207,59 @@ def test_server_api_needs_the_key(gw: GatewayProcess) -> None:
     body = json.dumps({"channel": "chat:k", "data": 1}).encode()
     status, _, _ = gw.request("/_gateway/api/publish", method="POST", body=body)
     assert status == 401
-    status, _, _ = gw.request("/_gateway/api/publish", method="POST", body=body, headers={"X-API-Key": "wrong"})
+    status, _, _ = gw.request(
+        "/_gateway/api/publish", method="POST", body=body, headers={"X-API-Key": "wrong"}
+    )
     assert status == 401
-    status, _, reply = gw.request("/_gateway/api/publish", method="POST", body=body,
-                                  headers={"Authorization": f"apikey {API_KEY}"})
+    status, _, reply = gw.request(
+        "/_gateway/api/publish",
+        method="POST",
+        body=body,
+        headers={"Authorization": f"apikey {API_KEY}"},
+    )
     assert status == 200 and "result" in json.loads(reply)
-    status, _, reply = gw.request("/_gateway/api/nope", method="POST", body=b"{}", headers={"X-API-Key": API_KEY})
+    status, _, reply = gw.request(
+        "/_gateway/api/nope", method="POST", body=b"{}", headers={"X-API-Key": API_KEY}
+    )
     assert json.loads(reply)["error"]["code"] == 104
-    status, _, reply = gw.request("/_gateway/api/publish", method="POST", body=b"[",
-                                  headers={"X-API-Key": API_KEY})
+    status, _, reply = gw.request(
+        "/_gateway/api/publish", method="POST", body=b"[", headers={"X-API-Key": API_KEY}
+    )
     assert status == 400
 
 
 def test_idempotent_publish_returns_the_first_position(gw: GatewayProcess) -> None:
     def publish() -> dict[str, Any]:
-        body = json.dumps({"channel": "chat:idem", "data": 1, "idempotency_key": "order-42"}).encode()
-        return json.loads(gw.request("/_gateway/api/publish", method="POST", body=body,
-                                     headers={"X-API-Key": API_KEY})[2])["result"]
+        body = json.dumps(
+            {"channel": "chat:idem", "data": 1, "idempotency_key": "order-42"}
+        ).encode()
+        return json.loads(
+            gw.request(
+                "/_gateway/api/publish", method="POST", body=body, headers={"X-API-Key": API_KEY}
+            )[2]
+        )["result"]
 
     first, second = publish(), publish()
     assert first == second and first["offset"] == 1
-    history = json.loads(gw.request("/_gateway/api/history", method="POST",
-                                    body=json.dumps({"channel": "chat:idem", "limit": -1}).encode(),
-                                    headers={"X-API-Key": API_KEY})[2])["result"]
+    history = json.loads(
+        gw.request(
+            "/_gateway/api/history",
+            method="POST",
+            body=json.dumps({"channel": "chat:idem", "limit": -1}).encode(),
+            headers={"X-API-Key": API_KEY},
+        )[2]
+    )["result"]
     assert len(history["publications"]) == 1
 
 
 def test_api_from_a_non_loopback_peer_is_refused(tmp_path: Path) -> None:
-    config = {"next": {"dir": ".", "command": standin_command()},
-              "api": {"allowed_networks": ["10.0.0.0/8"]}}
+    config = {
+        "next": {"dir": ".", "command": standin_command()},
+        "api": {"allowed_networks": ["10.0.0.0/8"]},
+    }
     with GatewayProcess(tmp_path, config, env={"GATEWAY_API_KEY": API_KEY}) as gateway:
         gateway.wait_ready()
-        status, _, _ = gateway.request("/_gateway/api/info", method="POST", body=b"{}",
-                                       headers={"X-API-Key": API_KEY})
+        status, _, _ = gateway.request(
+            "/_gateway/api/info", method="POST", body=b"{}", headers={"X-API-Key": API_KEY}
+        )
         assert status == 403

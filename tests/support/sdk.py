@@ -26,8 +26,12 @@ class SdkClient:
         self.name = name
         self.proc = subprocess.Popen(
             [node, str(NODE_DIR / "sdk_client.mjs")],
-            cwd=NODE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1,
+            cwd=NODE_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
         )
         self.events: list[Event] = []
         self._new: queue.Queue[Event] = queue.Queue()
@@ -51,7 +55,9 @@ class SdkClient:
         self.proc.stdin.write(json.dumps(command) + "\n")
         self.proc.stdin.flush()
 
-    def wait(self, predicate: Callable[[Event], bool], timeout: float = 10.0, start: int = 0) -> Event:
+    def wait(
+        self, predicate: Callable[[Event], bool], timeout: float = 10.0, start: int = 0
+    ) -> Event:
         """The first event (from index ``start``) matching ``predicate``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -60,7 +66,9 @@ class SdkClient:
                     if predicate(event):
                         return event
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: no matching event in {timeout} s; got {self.events[-15:]}")
+                raise AssertionError(
+                    f"{self.name}: no matching event in {timeout} s; got {self.events[-15:]}"
+                )
             try:
                 self._new.get(timeout=0.05)
             except queue.Empty:
@@ -73,7 +81,11 @@ class SdkClient:
 
     def of(self, kind: str, **match: Any) -> list[Event]:
         with self._lock:
-            return [e for e in self.events if e["event"] == kind and all(e.get(k) == v for k, v in match.items())]
+            return [
+                e
+                for e in self.events
+                if e["event"] == kind and all(e.get(k) == v for k, v in match.items())
+            ]
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -1,10 +1,19 @@
-"""The memory engine: offsets, epochs, history windows, all-or-nothing recovery, presence."""
+"""Engine behaviour every engine must have: offsets, epochs, history windows, all-or-nothing
+recovery, idempotency, presence. One suite, parametrized by engine (the `engine` fixture)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from gateway.realtime.broker import HistoryOptions, StreamPosition, Unrecoverable
+from gateway.realtime.broker import (
+    Broker,
+    HistoryOptions,
+    PresenceManager,
+    StreamPosition,
+    Unrecoverable,
+)
 from gateway.realtime.memory import MemoryBroker, MemoryPresence
 from gateway.realtime.protocol import ClientInfo, Publication, raw
 
@@ -24,7 +33,14 @@ class Handler:
 HISTORY = HistoryOptions(size=3, ttl=60)
 
 
-async def publish(broker: MemoryBroker, n: int, channel: str = "c") -> list[StreamPosition]:
+@pytest.fixture(params=["memory"])
+def engine(request: pytest.FixtureRequest) -> Iterator[tuple[Broker, PresenceManager]]:
+    """A fresh broker and presence manager of each engine."""
+    if request.param == "memory":
+        yield MemoryBroker(), MemoryPresence()
+
+
+async def publish(broker: Broker, n: int, channel: str = "c") -> list[StreamPosition]:
     out = []
     for i in range(n):
         position = await broker.publish(channel, Publication(raw(i)), HISTORY)
@@ -34,8 +50,10 @@ async def publish(broker: MemoryBroker, n: int, channel: str = "c") -> list[Stre
 
 
 @pytest.mark.gen_test
-async def test_offsets_increase_within_one_epoch_and_reach_the_handler() -> None:
-    broker, handler = MemoryBroker(), Handler()
+async def test_offsets_increase_within_one_epoch_and_reach_the_handler(
+    engine: tuple[Broker, PresenceManager],
+) -> None:
+    broker, handler = engine[0], Handler()
     broker.run(handler)
     positions = await publish(broker, 4)
     assert [p.offset for p in positions] == [1, 2, 3, 4]
@@ -44,8 +62,10 @@ async def test_offsets_increase_within_one_epoch_and_reach_the_handler() -> None
 
 
 @pytest.mark.gen_test
-async def test_history_keeps_the_last_n_and_recovery_is_all_or_nothing() -> None:
-    broker = MemoryBroker()
+async def test_history_keeps_the_last_n_and_recovery_is_all_or_nothing(
+    engine: tuple[Broker, PresenceManager],
+) -> None:
+    broker = engine[0]
     positions = await publish(broker, 5)  # size 3: offsets 3, 4, 5 kept
     epoch = positions[0].epoch
     pubs, top = await broker.history("c", None, -1)
@@ -65,8 +85,8 @@ async def test_history_keeps_the_last_n_and_recovery_is_all_or_nothing() -> None
 
 
 @pytest.mark.gen_test
-async def test_limit_reverse_and_position_only() -> None:
-    broker = MemoryBroker()
+async def test_limit_reverse_and_position_only(engine: tuple[Broker, PresenceManager]) -> None:
+    broker = engine[0]
     await publish(broker, 3)
     pubs, top = await broker.history("c", None, 0)
     assert pubs == [] and top.offset == 3
@@ -75,8 +95,8 @@ async def test_limit_reverse_and_position_only() -> None:
 
 
 @pytest.mark.gen_test
-async def test_idempotent_publish_is_not_repeated() -> None:
-    broker, handler = MemoryBroker(), Handler()
+async def test_idempotent_publish_is_not_repeated(engine: tuple[Broker, PresenceManager]) -> None:
+    broker, handler = engine[0], Handler()
     broker.run(handler)
     first = await broker.publish("c", Publication(raw(1)), HISTORY, idempotency_key="k")
     again = await broker.publish("c", Publication(raw(1)), HISTORY, idempotency_key="k")
@@ -86,7 +106,7 @@ async def test_idempotent_publish_is_not_repeated() -> None:
 
 
 @pytest.mark.gen_test
-async def test_expired_stream_starts_a_new_epoch() -> None:
+async def test_memory_stream_past_its_ttl_starts_a_new_epoch() -> None:
     broker = MemoryBroker()
     now = [1000.0]
     broker._now = lambda: now[0]  # type: ignore[method-assign]
@@ -99,8 +119,8 @@ async def test_expired_stream_starts_a_new_epoch() -> None:
 
 
 @pytest.mark.gen_test
-async def test_presence_counts_clients_and_users() -> None:
-    presence = MemoryPresence()
+async def test_presence_counts_clients_and_users(engine: tuple[Broker, PresenceManager]) -> None:
+    presence = engine[1]
     await presence.add("c", ClientInfo("alice", "1"))
     await presence.add("c", ClientInfo("alice", "2"))
     await presence.add("c", ClientInfo("bob", "3"))
