@@ -16,9 +16,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gateway.realtime import codes
 from gateway.realtime.auth import TokenExpired, TokenInvalid, ttl_seconds
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from gateway.realtime.node import Node
 
 log = logging.getLogger("gateway.realtime")
+T = TypeVar("T")
 
 
 class Transport(FrameSink, Protocol):
@@ -191,14 +192,7 @@ class ClientSession:
             raise ErrorReply(codes.BAD_REQUEST)
         channels: list[str] = []
         if token:
-            try:
-                creds = await self.node.verifier.connection(token)
-            except TokenExpired:
-                raise ErrorReply(codes.TOKEN_EXPIRED) from None
-            except TokenInvalid as e:
-                log.info("client %s (%s): invalid token: %s", self.id, self.transport.remote, e)
-                self.disconnect(codes.INVALID_TOKEN)
-                raise _Closed() from None
+            creds = await self._verified(self.node.verifier.connection(token))
             self.user, self.conn_info, self.expire_at = creds.user, creds.info, creds.expire_at
             channels = creds.channels
         elif not self.node.allow_anonymous:
@@ -242,13 +236,7 @@ class ClientSession:
         token = params.get("token")
         if not isinstance(token, str) or not token:
             raise ErrorReply(codes.BAD_REQUEST)
-        try:
-            creds = await self.node.verifier.connection(token)
-        except TokenExpired:
-            raise ErrorReply(codes.TOKEN_EXPIRED) from None
-        except TokenInvalid:
-            self.disconnect(codes.INVALID_TOKEN)
-            raise _Closed() from None
+        creds = await self._verified(self.node.verifier.connection(token))
         if creds.user != self.user:
             self.disconnect(codes.INVALID_TOKEN)  # a token for somebody else
             raise _Closed()
@@ -290,16 +278,7 @@ class ClientSession:
             if ns.private or token:
                 if not isinstance(token, str) or not token:
                     raise ErrorReply(codes.PERMISSION_DENIED)
-                try:
-                    grant = await node.verifier.subscription(token)
-                except TokenExpired:
-                    raise ErrorReply(codes.TOKEN_EXPIRED) from None
-                except TokenInvalid as e:
-                    log.info(
-                        "client %s: invalid subscription token for %s: %s", self.id, channel, e
-                    )
-                    self.disconnect(codes.INVALID_TOKEN)
-                    raise _Closed() from None
+                grant = await self._verified(node.verifier.subscription(token))
                 if grant.channel != channel or grant.user != self.user:
                     raise ErrorReply(codes.PERMISSION_DENIED)
                 expire_at, chan_info = grant.expire_at, grant.info
@@ -396,13 +375,7 @@ class ClientSession:
         sub = self.subs.get(channel)
         if sub is None:
             raise ErrorReply(codes.PERMISSION_DENIED)
-        try:
-            grant = await self.node.verifier.subscription(token)
-        except TokenExpired:
-            raise ErrorReply(codes.TOKEN_EXPIRED) from None
-        except TokenInvalid:
-            self.disconnect(codes.INVALID_TOKEN)
-            raise _Closed() from None
+        grant = await self._verified(self.node.verifier.subscription(token))
         if grant.channel != channel or grant.user != self.user:
             raise ErrorReply(codes.PERMISSION_DENIED)
         self._cancel(sub.timer)
@@ -497,6 +470,18 @@ class ClientSession:
         if not allowed or channel not in self.subs:
             raise ErrorReply(codes.PERMISSION_DENIED)
         return channel
+
+    async def _verified(self, verification: Awaitable[T]) -> T:
+        """A token's claims; an expired token is error 109 (the SDK fetches a new one), any
+        other problem disconnects with 3500 (terminal: a new token would not help)."""
+        try:
+            return await verification
+        except TokenExpired:
+            raise ErrorReply(codes.TOKEN_EXPIRED) from None
+        except TokenInvalid as e:
+            log.info("client %s (%s): invalid token: %s", self.id, self.transport.remote, e)
+            self.disconnect(codes.INVALID_TOKEN)
+            raise _Closed() from None
 
     # -- server-initiated ---------------------------------------------------------------------
 

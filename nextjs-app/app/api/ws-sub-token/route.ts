@@ -1,5 +1,5 @@
 // Subscription tokens for private channels: "user:<id>" is for that user alone.
-import { SignJWT } from "jose";
+import { signGatewayToken } from "@/lib/tokens";
 import { currentUser } from "@/lib/session";
 
 export const dynamic = "force-dynamic";
@@ -11,11 +11,6 @@ export async function GET(request: Request) {
   if (channel !== `user:${user.id}`) {
     return Response.json({ error: "not your channel" }, { status: 403 });
   }
-  const token = await new SignJWT({ channel })
-    .setProtectedHeader({ alg: "HS256" })
-    .setSubject(user.id)
-    .setIssuedAt()
-    .setExpirationTime("60s")
-    .sign(new TextEncoder().encode(process.env.WS_SECRET));
+  const token = await signGatewayToken(user.id, { channel });
   return Response.json({ token }, { headers: { "Cache-Control": "no-store" } });
 }

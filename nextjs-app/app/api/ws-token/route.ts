@@ -1,7 +1,7 @@
 // The auth handoff: a 60-second connection token for the signed-in user, signed with the
 // secret the gateway verifies (WS_SECRET, HS256). The centrifuge SDK calls this through its
 // getToken option, at connect and again before the token expires.
-import { SignJWT } from "jose";
+import { signGatewayToken } from "@/lib/tokens";
 import { currentUser } from "@/lib/session";
 
 export const dynamic = "force-dynamic";
@@ -9,11 +9,6 @@ export const dynamic = "force-dynamic";
 export async function GET() {
   const user = await currentUser();
   if (!user) return Response.json({ error: "not signed in" }, { status: 401 });
-  const token = await new SignJWT({ info: { name: user.name } })
-    .setProtectedHeader({ alg: "HS256" })
-    .setSubject(user.id)
-    .setIssuedAt()
-    .setExpirationTime("60s")
-    .sign(new TextEncoder().encode(process.env.WS_SECRET));
+  const token = await signGatewayToken(user.id, { info: { name: user.name } });
   return Response.json({ token }, { headers: { "Cache-Control": "no-store" } });
 }
