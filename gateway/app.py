@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import resource
 import secrets
 import signal
 import socket
 import time
+from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
@@ -35,17 +37,20 @@ from gateway.proxy.upstream import NoDelayStream, UpstreamPool
 from gateway.proxy.websocket import WebSocketPassthrough, WebSocketUpgrade
 from gateway.realtime.api import ApiHandler, ServerApi
 from gateway.realtime.auth import TokenVerifier, VerifierSettings
+from gateway.realtime.broker import Broker, PresenceManager
 from gateway.realtime.codes import SHUTDOWN
 from gateway.realtime.memory import MemoryBroker, MemoryPresence
 from gateway.realtime.node import Node
+from gateway.realtime.redis import RedisEngine
 from gateway.realtime.transport import RealtimeWebSocket
 from gateway.status import HealthHandler, ReadyHandler, ReservedNotFoundHandler
 from gateway.supervisor import ChildState, ChildSupervisor
+from gateway.workers import RemoteUpstream, WorkerPool, state_message
 
 log = logging.getLogger("gateway")
 
 
-def make_proxy(cfg: GatewayConfig, supervisor: ChildSupervisor, port: int) -> ProxySettings:
+def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
     """The proxy's shared state; the pool and the static set follow the child's restarts."""
     pcfg = cfg.proxy
     idle_timeout = min(pcfg.pool_idle_timeout, 4.0) if cfg.next.dev else pcfg.pool_idle_timeout
@@ -95,17 +100,29 @@ def make_node(cfg: GatewayConfig) -> Node:
             leeway=a.leeway,
         )
     )
-    return Node(cfg.realtime, verifier, MemoryBroker(), MemoryPresence(), a.allow_anonymous)
+    broker: Broker
+    presence: PresenceManager
+    if cfg.engine.kind == "redis":
+        urls = cfg.engine.redis_urls or [cfg.engine.redis_url]
+        engine = RedisEngine(urls, cfg.engine.prefix, cfg.engine.presence_ttl)
+        broker, presence = engine, engine
+    else:
+        broker, presence = MemoryBroker(), MemoryPresence()
+    return Node(cfg.realtime, verifier, broker, presence, a.allow_anonymous)
 
 
 def make_app(
-    cfg: GatewayConfig, supervisor: ChildSupervisor, node: Node, started: float, port: int
+    cfg: GatewayConfig, supervisor: Any, node: Node, started: float, port: int
 ) -> Application:
     """The route table: the gateway's own paths first, everything else to Next.js."""
     proxy = make_proxy(cfg, supervisor, port)
 
     def details() -> dict[str, object]:
-        out: dict[str, object] = {"pool": proxy.pool.snapshot()}
+        snapshot = getattr(node.broker, "snapshot", None)
+        out: dict[str, object] = {
+            "broker": snapshot() if snapshot is not None else {"kind": "memory", "state": "up"},
+            "pool": proxy.pool.snapshot(),
+        }
         if proxy.static is not None:
             out["static"] = proxy.static.snapshot()
         return out
@@ -164,6 +181,29 @@ def raise_fd_limit() -> None:
             pass
 
 
+_RESERVED: list[socket.socket] = []
+
+
+def reserve_port(host: str, port: int) -> int:
+    """Hold the port for the workers: bound with SO_REUSEPORT but never listening, so no
+    connection is queued here, and any other program gets "address in use". Returns it."""
+    sockets = bind_public(host, port, reuse_port=True)
+    port = sockets[0].getsockname()[1]
+    for sock in sockets:
+        # bind_sockets listened; an unconnected socket of the same address that does not
+        # listen keeps the reservation without taking a share of the connections.
+        family = sock.family
+        sock.close()
+        held = socket.socket(family, socket.SOCK_STREAM)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            held.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        held.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        _RESERVED.append(held)
+    return int(port)
+
+
 class GatewayHTTPServer(HTTPServer):
     """Tornado's HTTP server with TCP_NODELAY set once per client connection (see
     :class:`NoDelayStream`: Tornado would toggle it twice per response)."""
@@ -178,11 +218,11 @@ class GatewayHTTPServer(HTTPServer):
         super().handle_stream(stream, address)
 
 
-def bind_public(host: str, port: int) -> list[socket.socket]:
+def bind_public(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
     """Bind the public port or raise a one-line StartupError."""
     where = f"{host or '*'}:{port}"
     try:
-        return bind_sockets(port, host or None, backlog=1024)
+        return bind_sockets(port, host or None, backlog=1024, reuse_port=reuse_port)
     except socket.gaierror as e:
         raise StartupError(f"cannot bind {where}: unknown host ({e.strerror})") from None
     except OSError as e:
@@ -201,7 +241,8 @@ def bind_public(host: str, port: int) -> list[socket.socket]:
 
 
 class Gateway:
-    """One gateway process: the public listener plus the supervised Next.js child."""
+    """One gateway: the public listener and the supervised Next.js child, or, with
+    ``server.workers`` > 1, the parent of worker processes (workers.py)."""
 
     def __init__(self, cfg: GatewayConfig) -> None:
         self.cfg = cfg
@@ -212,44 +253,95 @@ class Gateway:
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the process exit status."""
-        started = time.monotonic()
         nextjs.preflight(self.cfg)
         raise_fd_limit()
+        if self.cfg.server.workers > 1:
+            return await self._run_parent()
         sockets = bind_public(self.cfg.server.host, self.cfg.server.port)
         port = sockets[0].getsockname()[1]
         ensure_secrets(self.cfg)
         supervisor = self.supervisor = ChildSupervisor(nextjs.child_spec(self.cfg, port))
+        served = self._serve(supervisor, sockets, port)
+        self._install_signal_handlers()
+        self._announce(port)
+        supervisor.start()
+        await self._stop.wait()
+        log.info("shutting down")
+        await self._shutdown(served)
+        await supervisor.stop()
+        log.info("stopped")
+        return 0
+
+    async def run_worker(self) -> int:
+        """A worker process: serve the port with the parent's view of the child."""
+        raise_fd_limit()
+        upstream = RemoteUpstream()
+        follow = asyncio.get_running_loop().create_task(upstream.follow())
+        sockets = bind_public(self.cfg.server.host, self.cfg.server.port, reuse_port=True)
+        served = self._serve(upstream, sockets, sockets[0].getsockname()[1])
+        self._install_signal_handlers()
+        log.info("worker serving port %d (pid %d)", sockets[0].getsockname()[1], os.getpid())
+        gone = asyncio.ensure_future(upstream.parent_gone.wait())
+        await asyncio.wait(
+            {gone, asyncio.ensure_future(self._stop.wait())}, return_when="FIRST_COMPLETED"
+        )
+        await self._shutdown(served)
+        follow.cancel()
+        return 0
+
+    async def _run_parent(self) -> int:
+        port = reserve_port(self.cfg.server.host, self.cfg.server.port)
+        self.cfg.server.port = port
+        ensure_secrets(self.cfg)
+        supervisor = self.supervisor = ChildSupervisor(nextjs.child_spec(self.cfg, port))
+        pool = WorkerPool(self.cfg, self.cfg.server.workers, grace=self.cfg.next.stop_grace + 5)
+        supervisor.add_listener(lambda _state: pool.broadcast(state_message(supervisor)))
+        self._install_signal_handlers()
+        self._announce(port, f", {self.cfg.server.workers} workers")
+        pool.start()
+        supervisor.start()
+        await self._stop.wait()
+        log.info("shutting down")
+        await pool.stop()
+        await supervisor.stop()
+        log.info("stopped")
+        return 0
+
+    def _serve(
+        self, upstream: Any, sockets: list[socket.socket], port: int
+    ) -> tuple[HTTPServer, Node]:
         node = self.node = make_node(self.cfg)
         node.start()
         server = GatewayHTTPServer(
-            make_app(self.cfg, supervisor, node, started, port),
+            make_app(self.cfg, upstream, node, time.monotonic(), port),
             idle_connection_timeout=self.cfg.server.idle_connection_timeout,
             max_body_size=self.cfg.server.max_body_size,
             xheaders=False,  # the proxy computes X-Forwarded-* from what it sees itself
         )
         server.add_sockets(sockets)
-        self._install_signal_handlers()
-        mode = "next dev" if self.cfg.next.dev else "next start"
-        log.info(
-            "listening on http://%s:%d (%s from %s)",
-            self.cfg.server.host or "*",
-            port,
-            mode,
-            self.cfg.next.dir,
-        )
-        supervisor.start()
-        await self._stop.wait()
-        log.info("shutting down")
+        return server, node
+
+    async def _shutdown(self, served: tuple[HTTPServer, Node]) -> None:
+        server, node = served
         server.stop()
         node.disconnect_all(SHUTDOWN)
         await node.close()
-        await supervisor.stop()
         try:
             await asyncio.wait_for(server.close_all_connections(), timeout=5)
         except TimeoutError:
             log.warning("some client connections did not close within 5 s")
-        log.info("stopped")
-        return 0
+
+    def _announce(self, port: int, extra: str = "") -> None:
+        mode = "next dev" if self.cfg.next.dev else "next start"
+        log.info(
+            "listening on http://%s:%d (%s from %s%s, %s engine)",
+            self.cfg.server.host or "*",
+            port,
+            mode,
+            self.cfg.next.dir,
+            extra,
+            self.cfg.engine.kind,
+        )
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--port", metavar="N", type=int, help="public port (server.port)")
     run.add_argument("--next-dir", metavar="D", help="the Next.js app directory (next.dir)")
     run.add_argument("--dev", action="store_true", default=None, help="run `next dev` (next.dev)")
+    run.add_argument(
+        "--workers", metavar="N", type=int, help="processes serving the port (server.workers)"
+    )
+    commands.add_parser("_worker", help=argparse.SUPPRESS)  # started by `run --workers N`
 
     check = commands.add_parser("check-config", help="validate a config file and print it")
     check.add_argument("file", metavar="F", help="YAML config file")
@@ -48,6 +52,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "server.port": args.port,
         "next.dir": args.next_dir,
         "next.dev": args.dev,
+        "server.workers": args.workers,
     }
     return {key: value for key, value in flags.items() if value is not None}
 
@@ -67,6 +72,22 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     return int(uvloop.run(main))
 
 
+def _worker() -> int:
+    """A worker of `gateway run --workers N` (gateway/workers.py): its configuration comes
+    from the parent."""
+    import json
+    import os
+
+    from gateway.app import Gateway
+    from gateway.config import config_from_data
+    from gateway.observability import configure_logging
+    from gateway.workers import CONFIG_ENV, ID_ENV
+
+    cfg = config_from_data(json.loads(os.environ[CONFIG_ENV]))
+    configure_logging(cfg.log.level, tag=f"w{os.environ.get(ID_ENV, '?')}")
+    return _run_loop(Gateway(cfg).run_worker())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -75,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(f"# {args.file}: valid. Effective configuration (secrets masked):\n")
             sys.stdout.write(render_effective(cfg))
             return 0
+        if args.command == "_worker":
+            return _worker()
         cfg = load_config(args.config, overrides=_flag_overrides(args))
     except ConfigError as e:
         return _fail(EXIT_USAGE, f"config error: {e}")

@@ -84,6 +84,14 @@ class ServerConfig:
         doc="Seconds an idle client keep-alive connection stays open.",
         low=1.0,
     )
+    workers: int = setting(
+        1,
+        doc="Processes serving the public port (SO_REUSEPORT); more than 1 needs the Redis "
+        "engine. Env: GATEWAY_WORKERS. Flag: --workers",
+        low=1,
+        high=256,
+        env="GATEWAY_WORKERS",
+    )
 
 
 _JWT_ALGORITHMS = frozenset(
@@ -323,14 +331,26 @@ class RealtimeConfig:
 class EngineConfig:
     kind: str = setting(
         "memory",
-        doc="Where channels, presence and history live.",
-        choices=("memory",),
+        doc="Where channels, presence and history live: memory (one process) or redis.",
+        choices=("memory", "redis"),
     )
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0",
-        doc="Redis URL for a Redis engine.",
+        doc="Redis URL for the Redis engine.",
         env="GATEWAY_REDIS_URL",
         secret=True,
+    )
+    redis_urls: list[str] = setting(
+        factory=list,
+        doc="Several Redis URLs: channels are spread over them by consistent hashing (shards, "
+        "not replicas). Empty: redis_url alone.",
+    )
+    prefix: str = setting("gw", doc="Prefix of every Redis key and pub/sub channel.")
+    presence_ttl: float = setting(
+        60.0,
+        doc="Seconds a process's presence entries outlive it (refreshed every third).",
+        low=3.0,
+        high=3600.0,
     )
 
 
@@ -606,6 +626,14 @@ def load_config(
     return cfg
 
 
+def config_from_data(data: Mapping[str, Any]) -> GatewayConfig:
+    """A configuration from plain data (``dataclasses.asdict`` of one): how a worker process
+    receives its parent's effective configuration."""
+    cfg = GatewayConfig()
+    _apply_mapping(cfg, data, "", None)
+    return cfg
+
+
 def _check_consistency(cfg: GatewayConfig, path: str | None) -> None:
     """Rules that involve several keys."""
     where = f"{path}: " if path else ""
@@ -616,6 +644,11 @@ def _check_consistency(cfg: GatewayConfig, path: str | None) -> None:
             raise ConfigError(
                 f"{where}{key}.force_recovery needs history (history_size and history_ttl > 0)"
             )
+    if cfg.server.workers > 1 and cfg.engine.kind != "redis":
+        raise ConfigError(
+            f"{where}server.workers: {cfg.server.workers} workers need engine.kind: redis "
+            "(with the memory engine each worker would see only its own clients)"
+        )
     if cfg.realtime.pong_timeout >= cfg.realtime.ping_interval:
         raise ConfigError(f"{where}realtime.pong_timeout must be shorter than ping_interval")
 

@@ -16,8 +16,9 @@ class _GatewayFormatter(logging.Formatter):
     a user's terminal gets a readable log, and ``log.level: debug`` gets the details.
     """
 
-    def __init__(self, show_tracebacks: bool) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(source)s %(message)s")
+    def __init__(self, show_tracebacks: bool, tag: str = "") -> None:
+        tagged = f"{tag} " if tag else ""
+        super().__init__(f"%(asctime)s %(levelname)-7s {tagged}%(source)s %(message)s")
         self.show_tracebacks = show_tracebacks
 
     def format(self, record: logging.LogRecord) -> str:
@@ -35,10 +36,11 @@ class _GatewayFormatter(logging.Formatter):
         return super().formatTime(record, "%Y-%m-%d %H:%M:%S") + f".{int(record.msecs):03d}"
 
 
-def configure_logging(level: str = "info") -> None:
-    """Send every record to stderr (container friendly), replacing earlier handlers."""
+def configure_logging(level: str = "info", tag: str = "") -> None:
+    """Send every record to stderr (container friendly), replacing earlier handlers. ``tag``
+    marks the lines of a worker process (``w2``)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_GatewayFormatter(show_tracebacks=level == "debug"))
+    handler.setFormatter(_GatewayFormatter(show_tracebacks=level == "debug", tag=tag))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -19,7 +19,7 @@ from typing import Any
 from tornado.web import RequestHandler
 
 from gateway.realtime import codes
-from gateway.realtime.broker import StreamPosition, Unrecoverable
+from gateway.realtime.broker import BrokerUnavailable, StreamPosition, Unrecoverable
 from gateway.realtime.codes import Disconnect, Error, ErrorReply
 from gateway.realtime.node import Node
 from gateway.realtime.protocol import Raw, encode, raw
@@ -227,6 +227,11 @@ class ApiHandler(RequestHandler):
             body = b'{"result":%s}' % encode(result)
         except ErrorReply as e:
             body = json.dumps({"error": e.error.as_dict()}).encode()
+        except BrokerUnavailable as e:
+            # Fail fast and say it is worth retrying: the engine is reconnecting.
+            log.warning("server API %s: engine unavailable: %s", method, e)
+            error = Error(100, "engine unavailable, retry", temporary=True)
+            body = json.dumps({"error": error.as_dict()}).encode()
         except Exception:
             log.exception("server API %s failed", method)
             body = json.dumps({"error": codes.INTERNAL.as_dict()}).encode()

@@ -29,6 +29,10 @@ class HistoryOptions:
     ttl: float
 
 
+class BrokerUnavailable(Exception):
+    """The engine cannot be reached right now; the caller may retry (a temporary error)."""
+
+
 class Unrecoverable(Exception):
     """The requested position is not in the stream (another epoch, or evicted)."""
 

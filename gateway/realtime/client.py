@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gateway.realtime import codes
 from gateway.realtime.auth import TokenExpired, TokenInvalid, ttl_seconds
-from gateway.realtime.broker import StreamPosition, Unrecoverable
+from gateway.realtime.broker import BrokerUnavailable, StreamPosition, Unrecoverable
 from gateway.realtime.codes import Disconnect, ErrorReply
 from gateway.realtime.hub import FrameSink, Outbox
 from gateway.realtime.protocol import (
@@ -175,6 +175,10 @@ class ClientSession:
             return
         except _Closed:
             return
+        except BrokerUnavailable as e:
+            log.info("client %s: %s: engine unavailable: %s", self.id, cmd.method, e)
+            self._reply_error(cmd.id, codes.INTERNAL)  # temporary: the SDK retries
+            return
         except Exception:
             log.exception("client %s: %s failed", self.id, cmd.method)
             self._reply_error(cmd.id, codes.INTERNAL)
@@ -302,7 +306,7 @@ class ClientSession:
                 result.update(await self._position_and_recovery(channel, params))
             if ns.join_leave:
                 await node.broker.publish_join(channel, info)
-        except ErrorReply:
+        except (ErrorReply, BrokerUnavailable):
             await self._drop_subscription(channel, announce=False)
             raise
         if expire_at is not None:

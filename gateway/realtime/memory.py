@@ -77,6 +77,7 @@ class MemoryBroker:
             stream = self._stream(channel, history, now)
             stream.offset += 1
             pub.offset = stream.offset
+            pub.epoch = stream.epoch
             stream.publications.append(pub)
             while len(stream.publications) > stream.size:
                 stream.publications.popleft()

@@ -62,10 +62,14 @@ class Node:
         self.stats: Counter[str] = Counter()
         self.started = time.monotonic()
         self._prefixes: dict[str, bytes] = {}
+        self._positions: dict[str, tuple[int, str]] = {}  # last offset heard, per channel
         self._buckets: dict[int, set[ClientSession]] = {}
         self._pongs: deque[tuple[float, ClientSession, float]] = deque()
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        add_lost = getattr(broker, "add_lost_listener", None)
+        if add_lost is not None:
+            add_lost(self.events_lost)
         broker.run(self)
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -117,6 +121,7 @@ class Node:
     async def unsubscribe(self, channel: str, outbox: Outbox) -> None:
         if self.hub.remove(channel, outbox):
             self._prefixes.pop(channel, None)
+            self._positions.pop(channel, None)
             await self.broker.unsubscribe(channel)
 
     async def publish(
@@ -139,6 +144,19 @@ class Node:
     # -- BrokerEventHandler: events for local subscribers -------------------------------------
 
     def handle_publication(self, channel: str, pub: Publication) -> None:
+        if pub.offset:
+            last = self._positions.get(channel)
+            self._positions[channel] = (pub.offset, pub.epoch)
+            if last is not None and (pub.epoch != last[1] or pub.offset != last[0] + 1):
+                if pub.epoch == last[1] and pub.offset <= last[0]:
+                    self._positions[channel] = last
+                    return  # already delivered
+                # Offsets jumped: something published in between never reached this process
+                # (a broker hiccup). Subscribers recover it from history instead of missing it.
+                log.warning("gap in %s: offset %d after %d", channel, pub.offset, last[0])
+                self.stats["insufficient_state"] += 1
+                self.resync(channel)
+                return
         prefix = self._prefixes.get(channel)
         if prefix is None:
             prefix = self._prefixes[channel] = channel_push_prefix(channel)
@@ -151,6 +169,24 @@ class Node:
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         self.hub.broadcast(channel, push(channel, "leave", {"info": info.as_dict()}))
+
+    def resync(self, channel: str) -> None:
+        """Make every local subscriber of ``channel`` recover from history: unsubscribe push
+        2500 (insufficient state); the SDK subscribes again with its position."""
+        self._positions.pop(channel, None)
+        for client in list(self.clients.values()):
+            if channel in client.subs:
+                self.background(
+                    client.unsubscribe_by_server(channel, *codes.UNSUBSCRIBE_INSUFFICIENT)
+                )
+
+    def events_lost(self, channels: list[str]) -> None:
+        """The broker could not hear these channels for a while (reconnected)."""
+        for channel in channels:
+            if self.history_options(channel) is not None:
+                self.resync(channel)
+            else:
+                self._positions.pop(channel, None)
 
     # -- clients ------------------------------------------------------------------------------
 

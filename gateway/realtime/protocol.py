@@ -177,6 +177,7 @@ class Publication:
     info: ClientInfo | None = None
     tags: dict[str, str] = field(default_factory=dict)
     time: int = 0  # Unix ms
+    epoch: str = ""  # the stream's epoch (not encoded: the subscribe reply carries it)
     _json: bytes | None = None
 
     def encoded(self) -> bytes:

@@ -1,11 +1,17 @@
 """Engine behaviour every engine must have: offsets, epochs, history windows, all-or-nothing
-recovery, idempotency, presence. One suite, parametrized by engine (the `engine` fixture)."""
+recovery, idempotency, presence, delivery. One suite, run against the memory engine and
+against Redis (127.0.0.1:6379, database 15, a fresh key prefix per test)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
 
 import pytest
+from conftest import IN_CI, require
+from support.redis import redis_available
 
 from gateway.realtime.broker import (
     Broker,
@@ -17,92 +23,177 @@ from gateway.realtime.broker import (
 from gateway.realtime.memory import MemoryBroker, MemoryPresence
 from gateway.realtime.protocol import ClientInfo, Publication, raw
 
+ENGINES = ["memory", "redis"]
+HISTORY = HistoryOptions(size=3, ttl=60)
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
 
 class Handler:
     def __init__(self) -> None:
-        self.pubs: list[tuple[str, int]] = []
+        self.pubs: list[tuple[str, int, bytes]] = []
+        self.joins: list[tuple[str, str]] = []
 
     def handle_publication(self, channel: str, pub: Publication) -> None:
-        self.pubs.append((channel, pub.offset))
+        self.pubs.append((channel, pub.offset, pub.encoded()))
 
-    def handle_join(self, channel: str, info: ClientInfo) -> None: ...
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        self.joins.append((channel, info.user))
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None: ...
 
 
-HISTORY = HistoryOptions(size=3, ttl=60)
+class Engine:
+    def __init__(self, broker: Broker, presence: PresenceManager, handler: Handler) -> None:
+        self.broker, self.presence, self.handler = broker, presence, handler
+
+    async def stop(self) -> None:
+        await self.broker.close()
+        prefix = getattr(self.broker, "prefix", None)
+        if prefix is not None:  # leave nothing behind in the machine's Redis
+            from redis import asyncio as aioredis
+
+            client = aioredis.Redis.from_url(REDIS_URL)
+            keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.01)
 
 
-@pytest.fixture(params=["memory"])
-def engine(request: pytest.FixtureRequest) -> Iterator[tuple[Broker, PresenceManager]]:
-    """A fresh broker and presence manager of each engine."""
-    if request.param == "memory":
-        yield MemoryBroker(), MemoryPresence()
+async def start(kind: str) -> Engine:
+    handler = Handler()
+    if kind == "memory":
+        broker = MemoryBroker()
+        broker.run(handler)
+        return Engine(broker, MemoryPresence(), handler)
+    require(redis_available(), "Redis on 127.0.0.1:6379")
+    from gateway.realtime.redis import RedisEngine
+
+    engine = RedisEngine([REDIS_URL], prefix=f"test-{secrets.token_hex(4)}", presence_ttl=3)
+    engine.run(handler)
+    deadline = time.monotonic() + 5
+    while not engine.up:
+        assert time.monotonic() < deadline, "Redis did not connect"
+        await asyncio.sleep(0.02)
+    return Engine(engine, engine, handler)
 
 
 async def publish(broker: Broker, n: int, channel: str = "c") -> list[StreamPosition]:
     out = []
     for i in range(n):
-        position = await broker.publish(channel, Publication(raw(i)), HISTORY)
+        position = await broker.publish(channel, Publication(raw({"i": i})), HISTORY)
         assert position is not None
         out.append(position)
     return out
 
 
+@pytest.mark.parametrize("kind", ENGINES)
 @pytest.mark.gen_test
-async def test_offsets_increase_within_one_epoch_and_reach_the_handler(
-    engine: tuple[Broker, PresenceManager],
-) -> None:
-    broker, handler = engine[0], Handler()
-    broker.run(handler)
-    positions = await publish(broker, 4)
-    assert [p.offset for p in positions] == [1, 2, 3, 4]
-    assert len({p.epoch for p in positions}) == 1
-    assert handler.pubs == [("c", 1), ("c", 2), ("c", 3), ("c", 4)]
+async def test_offsets_increase_within_one_epoch_and_reach_subscribers_in_order(kind: str) -> None:
+    e = await start(kind)
+    try:
+        await e.broker.subscribe("c")
+        positions = await publish(e.broker, 4)
+        assert [p.offset for p in positions] == [1, 2, 3, 4]
+        assert len({p.epoch for p in positions}) == 1
+        await e.until(lambda: len(e.handler.pubs) == 4)
+        assert [(c, o) for c, o, _ in e.handler.pubs] == [("c", 1), ("c", 2), ("c", 3), ("c", 4)]
+        assert b'"offset":2' in e.handler.pubs[1][2] and b'{"i":1}' in e.handler.pubs[1][2]
+    finally:
+        await e.stop()
 
 
+@pytest.mark.parametrize("kind", ENGINES)
 @pytest.mark.gen_test
-async def test_history_keeps_the_last_n_and_recovery_is_all_or_nothing(
-    engine: tuple[Broker, PresenceManager],
-) -> None:
-    broker = engine[0]
-    positions = await publish(broker, 5)  # size 3: offsets 3, 4, 5 kept
-    epoch = positions[0].epoch
-    pubs, top = await broker.history("c", None, -1)
-    assert [p.offset for p in pubs] == [3, 4, 5] and top == StreamPosition(5, epoch)
-    pubs, _ = await broker.history("c", StreamPosition(3, epoch), -1)
-    assert [p.offset for p in pubs] == [4, 5]
-    pubs, _ = await broker.history("c", StreamPosition(2, epoch), -1)  # 3.. is all there
-    assert [p.offset for p in pubs] == [3, 4, 5]
-    for gone in (
-        StreamPosition(1, epoch),
-        StreamPosition(0, epoch),
-        StreamPosition(2, "other"),
-        StreamPosition(9, epoch),
-    ):
-        with pytest.raises(Unrecoverable):
-            await broker.history("c", gone, -1)
+async def test_history_keeps_the_last_n_and_recovery_is_all_or_nothing(kind: str) -> None:
+    e = await start(kind)
+    try:
+        positions = await publish(e.broker, 5)  # size 3: offsets 3, 4, 5 kept
+        epoch = positions[0].epoch
+        pubs, top = await e.broker.history("c", None, -1)
+        assert [p.offset for p in pubs] == [3, 4, 5] and top == StreamPosition(5, epoch)
+        pubs, _ = await e.broker.history("c", StreamPosition(3, epoch), -1)
+        assert [p.offset for p in pubs] == [4, 5]
+        pubs, _ = await e.broker.history("c", StreamPosition(2, epoch), -1)
+        assert [p.offset for p in pubs] == [3, 4, 5]
+        for gone in (
+            StreamPosition(1, epoch),
+            StreamPosition(0, epoch),
+            StreamPosition(2, "other"),
+            StreamPosition(9, epoch),
+        ):
+            with pytest.raises(Unrecoverable):
+                await e.broker.history("c", gone, -1)
+    finally:
+        await e.stop()
 
 
+@pytest.mark.parametrize("kind", ENGINES)
 @pytest.mark.gen_test
-async def test_limit_reverse_and_position_only(engine: tuple[Broker, PresenceManager]) -> None:
-    broker = engine[0]
-    await publish(broker, 3)
-    pubs, top = await broker.history("c", None, 0)
-    assert pubs == [] and top.offset == 3
-    pubs, _ = await broker.history("c", None, 2, reverse=True)
-    assert [p.offset for p in pubs] == [3, 2]
+async def test_limit_reverse_and_position_only(kind: str) -> None:
+    e = await start(kind)
+    try:
+        await publish(e.broker, 3)
+        pubs, top = await e.broker.history("c", None, 0)
+        assert pubs == [] and top.offset == 3
+        pubs, _ = await e.broker.history("c", None, 2, reverse=True)
+        assert [p.offset for p in pubs] == [3, 2]
+        empty, fresh = await e.broker.history("never-published", None, -1)
+        assert empty == [] and fresh.offset == 0 and fresh.epoch
+    finally:
+        await e.stop()
 
 
+@pytest.mark.parametrize("kind", ENGINES)
 @pytest.mark.gen_test
-async def test_idempotent_publish_is_not_repeated(engine: tuple[Broker, PresenceManager]) -> None:
-    broker, handler = engine[0], Handler()
-    broker.run(handler)
-    first = await broker.publish("c", Publication(raw(1)), HISTORY, idempotency_key="k")
-    again = await broker.publish("c", Publication(raw(1)), HISTORY, idempotency_key="k")
-    other = await broker.publish("c", Publication(raw(1)), HISTORY, idempotency_key="k2")
-    assert first == again and other is not None and other.offset == 2
-    assert len(handler.pubs) == 2
+async def test_idempotent_publish_is_not_repeated(kind: str) -> None:
+    e = await start(kind)
+    try:
+        await e.broker.subscribe("c")
+        first = await e.broker.publish("c", Publication(raw(1)), HISTORY, idempotency_key="k")
+        again = await e.broker.publish("c", Publication(raw(1)), HISTORY, idempotency_key="k")
+        other = await e.broker.publish("c", Publication(raw(1)), HISTORY, idempotency_key="k2")
+        assert first == again and other is not None and other.offset == 2
+        await e.until(lambda: len(e.handler.pubs) == 2)
+        await asyncio.sleep(0.1)
+        assert len(e.handler.pubs) == 2
+    finally:
+        await e.stop()
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+@pytest.mark.gen_test
+async def test_publications_without_history_and_joins_are_delivered(kind: str) -> None:
+    e = await start(kind)
+    try:
+        await e.broker.subscribe("plain")
+        assert await e.broker.publish("plain", Publication(raw("x")), None) is None
+        await e.broker.publish_join("plain", ClientInfo("alice", "c1"))
+        await e.until(lambda: len(e.handler.pubs) == 1 and len(e.handler.joins) == 1)
+        assert e.handler.pubs[0][1] == 0 and e.handler.joins == [("plain", "alice")]
+    finally:
+        await e.stop()
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+@pytest.mark.gen_test
+async def test_presence_counts_clients_and_users(kind: str) -> None:
+    e = await start(kind)
+    try:
+        await e.presence.add("c", ClientInfo("alice", "1", raw({"n": 1})))
+        await e.presence.add("c", ClientInfo("alice", "2"))
+        await e.presence.add("c", ClientInfo("bob", "3"))
+        assert await e.presence.stats("c") == (3, 2)
+        await e.presence.remove("c", "2")
+        members = await e.presence.get("c")
+        assert set(members) == {"1", "3"} and members["1"].conn_info == raw({"n": 1})
+    finally:
+        await e.stop()
 
 
 @pytest.mark.gen_test
@@ -118,12 +209,6 @@ async def test_memory_stream_past_its_ttl_starts_a_new_epoch() -> None:
         await broker.history("c", first, -1)
 
 
-@pytest.mark.gen_test
-async def test_presence_counts_clients_and_users(engine: tuple[Broker, PresenceManager]) -> None:
-    presence = engine[1]
-    await presence.add("c", ClientInfo("alice", "1"))
-    await presence.add("c", ClientInfo("alice", "2"))
-    await presence.add("c", ClientInfo("bob", "3"))
-    assert await presence.stats("c") == (3, 2)
-    await presence.remove("c", "2")
-    assert set(await presence.get("c")) == {"1", "3"}
+def test_suite_runs_on_redis_in_ci() -> None:
+    if IN_CI:
+        assert redis_available(), "CI must have Redis on 127.0.0.1:6379"
