@@ -123,6 +123,8 @@ def make_app(
             "broker": snapshot() if snapshot is not None else {"kind": "memory", "state": "up"},
             "pool": proxy.pool.snapshot(),
         }
+        if cfg.server.workers > 1:
+            out["worker"] = {"id": os.environ.get("GATEWAY_WORKER_ID"), "pid": os.getpid()}
         if proxy.static is not None:
             out["static"] = proxy.static.snapshot()
         return out

@@ -164,6 +164,15 @@ class ClientSession:
         if not cmd.id:
             self.disconnect(codes.BAD_REQUEST_DISCONNECT)  # a request without an id
             return
+        if cmd.method == "publish":
+            # Publishes run side by side: with an engine that waits for a network round trip,
+            # a burst goes out in one pipeline (they are issued in order, so they keep it).
+            run_eagerly(self._run_command(cmd))
+            return
+        await self._run_command(cmd)
+
+    async def _run_command(self, cmd: Command) -> None:
+        assert cmd.method is not None
         handler = getattr(self, "_cmd_" + cmd.method, None)
         if handler is None:
             self._reply_error(cmd.id, codes.METHOD_NOT_FOUND)

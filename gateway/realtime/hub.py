@@ -107,6 +107,7 @@ class Hub:
         self._dirty: list[Outbox] = []
         self._flush_scheduled = False
         self._overflowed: list[Outbox] = []
+        self._holds = 0
 
     # -- subscriptions ------------------------------------------------------------------------
 
@@ -162,9 +163,20 @@ class Hub:
             count += len(pending)
         return count
 
+    def hold(self) -> None:
+        """Delay the flush while a batch of events is delivered (a broker draining what it
+        read): its messages then leave together, one frame per connection."""
+        self._holds += 1
+
+    def release(self) -> None:
+        self._holds -= 1
+        if self._holds == 0 and (self._dirty or self._overflowed) and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
     def schedule(self, outbox: Outbox) -> None:
         self._dirty.append(outbox)
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self._holds:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -178,6 +190,8 @@ class Hub:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._holds:
+            return  # release() flushes
         dirty, self._dirty = self._dirty, []
         for outbox in dirty:
             outbox.flush()

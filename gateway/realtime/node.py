@@ -164,6 +164,13 @@ class Node:
         delivered = self.hub.broadcast(channel, prefix + pub.encoded() + b"}}", pub.offset)
         self.stats["messages_out"] += delivered
 
+    def begin_batch(self) -> None:
+        """The broker delivers several events in a row: flush them together (hub.hold)."""
+        self.hub.hold()
+
+    def end_batch(self) -> None:
+        self.hub.release()
+
     def handle_join(self, channel: str, info: ClientInfo) -> None:
         self.hub.broadcast(channel, push(channel, "join", {"info": info.as_dict()}))
 
