@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fanout import CHANNEL, ensure_node_modules, lift_fd_limit, load  # noqa: E402
-from support.procs import GatewayProcess, standin_command  # noqa: E402
-from support.realtime import SECRET, token  # noqa: E402
-from support.redis import RedisServer  # noqa: E402
+from fanout import CHANNEL, ensure_node_modules, lift_fd_limit, load
+from support.procs import GatewayProcess, standin_command
+from support.realtime import SECRET, token
+from support.redis import RedisServer
 
 
 def cpu_seconds(pid: int) -> float:
