@@ -23,9 +23,10 @@ from gateway.realtime.broker import (
 from gateway.realtime.memory import MemoryBroker, MemoryPresence
 from gateway.realtime.protocol import ClientInfo, Publication, raw
 
-ENGINES = ["memory", "redis"]
+ENGINES = ["memory", "redis", "redis-sharded"]
 HISTORY = HistoryOptions(size=3, ttl=60)
 REDIS_URL = "redis://127.0.0.1:6379/15"
+SECOND_SHARD = "redis://127.0.0.1:6379/14"  # another database stands in for another server
 
 
 class Handler:
@@ -52,11 +53,12 @@ class Engine:
         if prefix is not None:  # leave nothing behind in the machine's Redis
             from redis import asyncio as aioredis
 
-            client = aioredis.Redis.from_url(REDIS_URL)
-            keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+            for url in (REDIS_URL, SECOND_SHARD):
+                client = aioredis.Redis.from_url(url)
+                keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+                if keys:
+                    await client.delete(*keys)
+                await client.aclose()
 
     async def until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -74,7 +76,8 @@ async def start(kind: str) -> Engine:
     require(redis_available(), "Redis on 127.0.0.1:6379")
     from gateway.realtime.redis import RedisEngine
 
-    engine = RedisEngine([REDIS_URL], prefix=f"test-{secrets.token_hex(4)}", presence_ttl=3)
+    urls = [REDIS_URL] if kind == "redis" else [REDIS_URL, SECOND_SHARD]
+    engine = RedisEngine(urls, prefix=f"test-{secrets.token_hex(4)}", presence_ttl=3)
     engine.run(handler)
     deadline = time.monotonic() + 5
     while not engine.up:
@@ -212,3 +215,43 @@ async def test_memory_stream_past_its_ttl_starts_a_new_epoch() -> None:
 def test_suite_runs_on_redis_in_ci() -> None:
     if IN_CI:
         assert redis_available(), "CI must have Redis on 127.0.0.1:6379"
+
+
+def test_jump_hash_spreads_channels_and_moves_few_when_a_shard_is_added() -> None:
+    import zlib
+
+    from gateway.realtime.redis import jump_hash
+
+    keys = [zlib.crc32(f"chat:{i}".encode()) for i in range(10000)]
+    three = [jump_hash(k, 3) for k in keys]
+    assert all(abs(three.count(b) - 3333) < 300 for b in range(3))
+    four = [jump_hash(k, 4) for k in keys]
+    moved = sum(a != b for a, b in zip(three, four, strict=True))
+    assert 2000 < moved < 3000  # about a quarter move, all to the new shard
+    assert all(b == 3 for a, b in zip(three, four, strict=True) if a != b)
+
+
+@pytest.mark.gen_test
+async def test_sharded_engine_puts_each_channel_on_one_shard() -> None:
+    e = await start("redis-sharded")
+    try:
+        from gateway.realtime.redis import RedisEngine
+
+        engine = e.broker
+        assert isinstance(engine, RedisEngine)
+        channels = [f"c{i}" for i in range(20)]
+        assert {engine.shard(c).index for c in channels} == {0, 1}
+        for channel in channels:
+            await engine.publish(channel, Publication(raw(1)), HISTORY)
+        from redis import asyncio as aioredis
+
+        for shard_url, index in ((REDIS_URL, 0), (SECOND_SHARD, 1)):
+            client = aioredis.Redis.from_url(shard_url)
+            stored = {
+                k.decode().split(":h:")[1]
+                async for k in client.scan_iter(match=f"{engine.prefix}:h:*")
+            }
+            await client.aclose()
+            assert stored == {c for c in channels if engine.shard(c).index == index}
+    finally:
+        await e.stop()
