@@ -39,6 +39,7 @@ from gateway.realtime.api import ApiHandler, ServerApi
 from gateway.realtime.auth import TokenVerifier, VerifierSettings
 from gateway.realtime.broker import Broker, PresenceManager
 from gateway.realtime.codes import SHUTDOWN
+from gateway.realtime.hooks import HttpHooks
 from gateway.realtime.memory import MemoryBroker, MemoryPresence
 from gateway.realtime.node import Node
 from gateway.realtime.redis import RedisEngine
@@ -109,6 +110,16 @@ def make_node(cfg: GatewayConfig) -> Node:
     else:
         broker, presence = MemoryBroker(), MemoryPresence()
     return Node(cfg.realtime, verifier, broker, presence, a.allow_anonymous)
+
+
+def uses_hooks(cfg: GatewayConfig) -> bool:
+    rt = cfg.realtime
+    namespaces = [rt.default, *rt.namespaces.values()]
+    return bool(
+        rt.hooks.connect
+        or rt.hooks.rpc
+        or any(n.subscribe_hook or n.publish_hook for n in namespaces)
+    )
 
 
 def make_app(
@@ -313,6 +324,10 @@ class Gateway:
         self, upstream: Any, sockets: list[socket.socket], port: int
     ) -> tuple[HTTPServer, Node]:
         node = self.node = make_node(self.cfg)
+        if uses_hooks(self.cfg):
+            node.hooks = HttpHooks(
+                upstream.target, self.cfg.api.key, self.cfg.realtime.hooks.timeout
+            )
         node.start()
         server = GatewayHTTPServer(
             make_app(self.cfg, upstream, node, time.monotonic(), port),

@@ -99,6 +99,12 @@ _JWT_ALGORITHMS = frozenset(
 )
 
 
+def _hook_path(value: str) -> str | None:
+    if value and (not value.startswith("/") or value.startswith("//") or " " in value):
+        return f"{value!r} must be a path on the Next.js app, like /api/realtime/rpc"
+    return None
+
+
 def _ip_networks(values: list[str]) -> str | None:
     for value in values:
         try:
@@ -288,6 +294,36 @@ class NamespaceConfig:
     private: bool = setting(
         False, doc="Subscribing needs a subscription token (claims: sub, channel)."
     )
+    subscribe_hook: str = setting(
+        "",
+        doc="Path of a Next.js route handler asked before each subscribe ('' = none).",
+        check=_hook_path,
+    )
+    publish_hook: str = setting(
+        "",
+        doc="Path of a Next.js route handler asked before each client publish ('' = none).",
+        check=_hook_path,
+    )
+
+
+@dataclass
+class HooksConfig:
+    connect: str = setting(
+        "",
+        doc="Path of a Next.js route handler asked at each connect ('' = none).",
+        check=_hook_path,
+    )
+    rpc: str = setting(
+        "",
+        doc="Path of a Next.js route handler answering client RPCs ('' = none).",
+        check=_hook_path,
+    )
+    timeout: float = setting(
+        5.0,
+        doc="Seconds a hook may take; then the client gets error 100 (temporary).",
+        low=0.1,
+        high=60.0,
+    )
 
 
 @dataclass
@@ -325,6 +361,7 @@ class RealtimeConfig:
     namespaces: dict[str, NamespaceConfig] = setting(
         factory=dict, doc="Channel namespaces: `name:rest` channels take the options of `name`."
     )
+    hooks: HooksConfig = setting(factory=HooksConfig, doc="Events answered by Next.js.")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from gateway.realtime import codes
 from gateway.realtime.auth import TokenExpired, TokenInvalid, ttl_seconds
 from gateway.realtime.broker import BrokerUnavailable, StreamPosition, Unrecoverable
-from gateway.realtime.codes import Disconnect, ErrorReply
+from gateway.realtime.codes import Disconnect, DisconnectReply, ErrorReply
 from gateway.realtime.hub import FrameSink, Outbox
 from gateway.realtime.protocol import (
     PING,
@@ -88,9 +88,13 @@ class RateLimiter:
 
 
 class ClientSession:
-    def __init__(self, node: Node, transport: Transport) -> None:
+    def __init__(
+        self, node: Node, transport: Transport, http_headers: dict[str, str] | None = None
+    ) -> None:
         self.node = node
         self.transport = transport
+        self.http_headers = http_headers or {}
+        """Headers of the upgrade request that hooks may need (cookie, user-agent, origin)."""
         self.id = str(uuid.uuid4())
         self.user = ""
         self.conn_info: Raw | None = None
@@ -164,12 +168,19 @@ class ClientSession:
         if not cmd.id:
             self.disconnect(codes.BAD_REQUEST_DISCONNECT)  # a request without an id
             return
-        if cmd.method == "publish":
+        if cmd.method == "publish" and not self._publish_hooked(cmd):
             # Publishes run side by side: with an engine that waits for a network round trip,
             # a burst goes out in one pipeline (they are issued in order, so they keep it).
             run_eagerly(self._run_command(cmd))
             return
         await self._run_command(cmd)
+
+    def _publish_hooked(self, cmd: Command) -> bool:
+        # With a publish hook, answers come back in any order: keep the connection's
+        # publications in order by handling them one after the other.
+        channel = cmd.params.get("channel")
+        ns = self.node.namespace(channel) if isinstance(channel, str) else None
+        return bool(ns is not None and ns.publish_hook)
 
     async def _run_command(self, cmd: Command) -> None:
         assert cmd.method is not None
@@ -183,6 +194,9 @@ class ClientSession:
             self._reply_error(cmd.id, e.error)
             return
         except _Closed:
+            return
+        except DisconnectReply as e:
+            self.disconnect(e.disconnect)
             return
         except BrokerUnavailable as e:
             log.info("client %s: %s: engine unavailable: %s", self.id, cmd.method, e)
@@ -204,11 +218,33 @@ class ClientSession:
         if not isinstance(token, str):
             raise ErrorReply(codes.BAD_REQUEST)
         channels: list[str] = []
+        connect_data: Any = None
         if token:
             creds = await self._verified(self.node.verifier.connection(token))
             self.user, self.conn_info, self.expire_at = creds.user, creds.info, creds.expire_at
             channels = creds.channels
-        elif not self.node.allow_anonymous:
+        hook = self.node.cfg.hooks.connect
+        if hook and self.node.hooks is not None:
+            # The app decides (it may know the user from the session cookie, without a token).
+            answer = await self.node.hooks.call(
+                hook,
+                "connect",
+                {
+                    "client": self.id,
+                    "transport": "websocket",
+                    "protocol": "json",
+                    "user": self.user,
+                    "authenticated": bool(token),
+                    "data": params.get("data"),
+                    "name": params.get("name", ""),
+                    "version": params.get("version", ""),
+                    "headers": self.http_headers,
+                },
+            )
+            self._apply_connect_answer(answer)
+            channels = _strings(answer.get("channels"), channels)
+            connect_data = answer.get("data")
+        elif not token and not self.node.allow_anonymous:
             raise ErrorReply(codes.UNAUTHORIZED)
         if self.state == "closed":
             raise _Closed()
@@ -223,6 +259,8 @@ class ClientSession:
             self._schedule_expiry()
         result["ping"] = int(self.node.cfg.ping_interval)
         result["pong"] = True
+        if connect_data is not None:
+            result["data"] = raw(connect_data)
         if channels:
             wanted = params.get("subs")
             if not isinstance(wanted, dict):
@@ -244,6 +282,17 @@ class ClientSession:
             if subs:
                 result["subs"] = subs
         return result
+
+    def _apply_connect_answer(self, answer: dict[str, Any]) -> None:
+        user = answer.get("user", self.user)
+        if not isinstance(user, str):
+            raise ErrorReply(codes.INTERNAL)
+        self.user = user
+        if "info" in answer:
+            self.conn_info = raw(answer["info"])
+        expire_at = answer.get("expire_at")
+        if isinstance(expire_at, (int, float)) and not isinstance(expire_at, bool):
+            self.expire_at = float(expire_at)
 
     async def _cmd_refresh(self, params: dict[str, Any]) -> dict[str, Any]:
         token = params.get("token")
@@ -286,8 +335,27 @@ class ClientSession:
             raise ErrorReply(codes.LIMIT_EXCEEDED)
         expire_at = None
         chan_info = None
+        subscribe_data: Any = None
         token = params.get("token", "")
-        if not server_side:
+        if not server_side and ns.subscribe_hook and node.hooks is not None:
+            # The app's route handler is the policy for this namespace.
+            answer = await node.hooks.call(
+                ns.subscribe_hook,
+                "subscribe",
+                {
+                    "client": self.id,
+                    "user": self.user,
+                    "channel": channel,
+                    "data": params.get("data"),
+                    "info": self.conn_info,
+                },
+            )
+            if "info" in answer:
+                chan_info = raw(answer["info"])
+            subscribe_data = answer.get("data")
+            if isinstance(answer.get("expire_at"), (int, float)):
+                expire_at = float(answer["expire_at"])
+        elif not server_side:
             if ns.private or token:
                 if not isinstance(token, str) or not token:
                     raise ErrorReply(codes.PERMISSION_DENIED)
@@ -318,6 +386,8 @@ class ClientSession:
         except (ErrorReply, BrokerUnavailable):
             await self._drop_subscription(channel, announce=False)
             raise
+        if subscribe_data is not None:
+            result["data"] = raw(subscribe_data)
         if expire_at is not None:
             sub.expire_at = expire_at
             result["expires"] = True
@@ -406,10 +476,24 @@ class ClientSession:
         ns = self.node.namespace(channel)
         if ns is None:
             raise ErrorReply(codes.UNKNOWN_CHANNEL)
-        if not ns.allow_publish or channel not in self.subs:
+        data = params["data"]
+        if ns.publish_hook and self.node.hooks is not None:
+            answer = await self.node.hooks.call(
+                ns.publish_hook,
+                "publish",
+                {
+                    "client": self.id,
+                    "user": self.user,
+                    "channel": channel,
+                    "data": data,
+                    "info": self.conn_info,
+                },
+            )
+            data = answer.get("data", data)  # the app may replace what is published
+        elif not ns.allow_publish or channel not in self.subs:
             raise ErrorReply(codes.PERMISSION_DENIED)
         info = ClientInfo(self.user, self.id, self.conn_info)
-        await self.node.publish(channel, raw(params["data"]), info=info)
+        await self.node.publish(channel, raw(data), info=info)
         return {}
 
     async def _cmd_presence(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -450,6 +534,20 @@ class ClientSession:
         method = params.get("method", "")
         if not isinstance(method, str):
             raise ErrorReply(codes.BAD_REQUEST)
+        hook = self.node.cfg.hooks.rpc
+        if hook and self.node.hooks is not None:
+            answer = await self.node.hooks.call(
+                hook,
+                "rpc",
+                {
+                    "client": self.id,
+                    "user": self.user,
+                    "method": method,
+                    "data": params.get("data"),
+                    "info": self.conn_info,
+                },
+            )
+            return {"data": raw(answer["data"])} if "data" in answer else {}
         handler = self.node.rpc_handler
         if handler is None:
             raise ErrorReply(codes.METHOD_NOT_FOUND)
@@ -605,6 +703,12 @@ class ClientSession:
     def _cancel(timer: asyncio.TimerHandle | None) -> None:
         if timer is not None:
             timer.cancel()
+
+
+def _strings(value: Any, default: list[str]) -> list[str]:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return default
 
 
 def run_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | None:

@@ -61,6 +61,14 @@ class Disconnect:
         return not (3500 <= self.code < 4000 or 4500 <= self.code < 5000)
 
 
+class DisconnectReply(Exception):
+    """Raised while handling a command: close the connection with this disconnect."""
+
+    def __init__(self, disconnect: Disconnect) -> None:
+        super().__init__(disconnect.reason)
+        self.disconnect = disconnect
+
+
 CONNECTION_CLOSED = Disconnect(3000, "connection closed")
 SHUTDOWN = Disconnect(3001, "shutdown")
 SERVER_ERROR = Disconnect(3004, "internal server error")

@@ -13,7 +13,7 @@ import time
 import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from gateway import __version__
 from gateway.config import NamespaceConfig, RealtimeConfig
@@ -38,6 +38,11 @@ RpcHandler = Callable[[ClientSession, str, Any], Awaitable[Raw | None]]
 MessageHandler = Callable[[ClientSession, Any], Awaitable[None]]
 
 
+class HookCaller(Protocol):
+    async def call(self, path: str, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Ask the app's route handler at ``path``; its result, or ErrorReply / DisconnectReply."""
+
+
 class Node:
     def __init__(
         self,
@@ -59,6 +64,7 @@ class Node:
         self.users: dict[str, set[ClientSession]] = {}
         self.rpc_handler: RpcHandler | None = None
         self.message_handler: MessageHandler | None = None
+        self.hooks: HookCaller | None = None
         self.stats: Counter[str] = Counter()
         self.started = time.monotonic()
         self._prefixes: dict[str, bytes] = {}

@@ -81,7 +81,12 @@ class RealtimeWebSocket(WebSocketHandler):
         return None  # no permessage-deflate: frames are small and fan-out is CPU-bound
 
     def open(self, *args: Any, **kwargs: Any) -> None:
-        self.session = ClientSession(self.node, self)
+        headers = {
+            name.lower(): self.request.headers[name]
+            for name in ("Cookie", "User-Agent", "Origin", "Accept-Language")
+            if name in self.request.headers
+        }
+        self.session = ClientSession(self.node, self, headers)
 
     def on_message(self, message: str | bytes) -> asyncio.Future[None] | None:
         if self.session is None:

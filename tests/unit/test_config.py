@@ -138,8 +138,10 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
 def test_shipped_config_documents_every_key_with_its_default() -> None:
     shipped = ROOT / "config" / "gateway.yaml"
     loaded = load_config(str(shipped), environ={})
-    assert set(loaded.realtime.namespaces) == {"chat", "feed", "user"}  # the demo's channels
+    assert set(loaded.realtime.namespaces) == {"chat", "typing", "feed", "user"}  # the demo's
+    assert loaded.realtime.hooks.rpc == "/api/realtime/rpc"
     loaded.realtime.namespaces = {}
+    loaded.realtime.hooks.rpc = ""
     assert loaded == GatewayConfig()  # everything else is the default, written out
     data = yaml.safe_load(shipped.read_text())
     lines = shipped.read_text().splitlines()
