@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support.realtime import Conn, flush, make_node, token
 
 from gateway.config import NamespaceConfig
 from gateway.realtime.codes import Disconnect, DisconnectReply, Error, ErrorReply
 from gateway.realtime.hooks import UNAVAILABLE, interpret
-from support.realtime import Conn, flush, make_node, token
 
 
 class FakeHooks:
@@ -92,7 +92,7 @@ async def test_subscribe_hook_is_the_policy_and_can_attach_data() -> None:
 
 @pytest.mark.gen_test
 async def test_publish_hook_can_replace_the_data() -> None:
-    node, hooks = hooked_node(
+    node, _hooks = hooked_node(
         {
             "connect": {"result": {}},
             "subscribe": {"result": {}},
