@@ -19,6 +19,7 @@ setup(
             "pytest>=8.0",
             "pytest-tornado>=0.8.1",
             "websockets>=13",
+            "playwright>=1.50",  # drives Debian's chromium (no browser download)
             "ruff>=0.6",
             "mypy>=1.10",
             "types-PyYAML",

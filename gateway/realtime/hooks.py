@@ -23,6 +23,7 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from gateway.realtime.codes import Disconnect, DisconnectReply, Error, ErrorReply
+from gateway.realtime.protocol import encode
 
 log = logging.getLogger("gateway.hooks")
 
@@ -49,7 +50,7 @@ class HttpHooks:
         request = HTTPRequest(
             f"http://{target[0]}:{target[1]}{path}",
             method="POST",
-            body=json.dumps(payload),
+            body=encode(payload),  # splices raw JSON (a connection's info) as it is
             headers={
                 "Content-Type": "application/json",
                 "X-Gateway-Hook": event,

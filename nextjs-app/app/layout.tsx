@@ -1,5 +1,6 @@
 import type { Metadata } from "next";
 import Link from "next/link";
+import { RealtimeProvider } from "@/lib/realtime";
 import "./globals.css";
 
 export const metadata: Metadata = {
@@ -20,9 +21,14 @@ export default function RootLayout({ children }: { children: React.ReactNode }) 
             <Link href="/stream">Streaming</Link>
             <Link href="/notes">Notes</Link>
             <Link href="/live">Live</Link>
+            <Link href="/chat">Chat</Link>
+            <Link href="/signin">Sign in</Link>
           </nav>
         </header>
-        <main>{children}</main>
+        {/* One WebSocket per tab, kept across client-side navigation. */}
+        <RealtimeProvider>
+          <main>{children}</main>
+        </RealtimeProvider>
       </body>
     </html>
   );

@@ -6,7 +6,7 @@ import { cookies } from "next/headers";
 
 export type User = { id: string; name: string };
 
-const COOKIE = "gw_session";
+export const COOKIE = "gw_session";
 
 function key(): Buffer {
   const secret = process.env.SESSION_SECRET || process.env.WS_SECRET;

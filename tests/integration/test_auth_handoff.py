@@ -138,4 +138,6 @@ def test_live_page_renders_the_client_feed_for_a_signed_in_user(app_gw: GatewayP
     cookie = sign_in(app_gw, "Barbara")
     status, _, page = app_gw.request("/live", headers={"Cookie": cookie})
     assert status == 200
-    assert b'id="connection-state">disconnected<' in page  # server render; the browser connects
+    assert (
+        b'id="connection-badge" data-state="offline"' in page
+    )  # server render; the browser connects

@@ -1,6 +1,6 @@
 "use server";
 
-import { publish } from "@/lib/gateway";
+import { publish } from "@/lib/realtime/server";
 import { currentUser } from "@/lib/session";
 
 // A Server Action publishing through the gateway's server API: every browser subscribed to

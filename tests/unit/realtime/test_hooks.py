@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -145,3 +146,10 @@ def test_answers_map_to_the_protocol(answer: dict[str, Any], raised: Exception |
         assert info.value.error == raised.error  # type: ignore[attr-defined]
     else:
         assert info.value.disconnect == raised.disconnect  # type: ignore[attr-defined]
+
+
+def test_hook_payloads_encode_raw_connection_info() -> None:
+    from gateway.realtime.protocol import encode, raw
+
+    payload = {"user": "u", "info": raw({"name": "Ada"}), "data": None}
+    assert json.loads(encode(payload)) == {"user": "u", "info": {"name": "Ada"}, "data": None}

@@ -1,6 +1,6 @@
 // Publishes to the demo feed through the gateway's server API (route handler variant of the
 // Server Action on /live).
-import { publish } from "@/lib/gateway";
+import { publish } from "@/lib/realtime/server";
 import { currentUser } from "@/lib/session";
 
 export const dynamic = "force-dynamic";

@@ -1,0 +1,229 @@
+"""The demo chat in real Chromium (Debian's, driven by Playwright), through the gateway in
+front of a real `next start`: two users, presence, live messages, typing, navigation on one
+WebSocket, recovery on reload, and a Next.js crash the sockets survive.
+
+Screenshots go to test-artifacts/ (kept by CI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import require
+from playwright.sync_api import sync_playwright
+from support.procs import ROOT, GatewayProcess, wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+API_KEY = "browser-test-api-key"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def gw(next_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    config = yaml.safe_load((ROOT / "config" / "gateway.yaml").read_text())
+    config["next"]["dir"] = str(next_build)
+    env = {"WS_SECRET": "browser-test-secret-0123456789-abcdefghij", "GATEWAY_API_KEY": API_KEY}
+    with GatewayProcess(tmp_path_factory.mktemp("browser"), config, env=env) as gateway:
+        gateway.wait_ready(60)
+        yield gateway
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    require(os.path.exists(CHROMIUM), f"{CHROMIUM} (apt-get install chromium)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def api(gw: GatewayProcess, method: str, **params: Any) -> dict[str, Any]:
+    status, _, body = gw.request(
+        f"/_gateway/api/{method}",
+        method="POST",
+        body=json.dumps(params).encode(),
+        headers={"X-API-Key": API_KEY},
+    )
+    assert status == 200, body
+    return json.loads(body)["result"]
+
+
+def num_clients(gw: GatewayProcess) -> int:
+    return int(api(gw, "info")["nodes"][0]["num_clients"])
+
+
+class User:
+    """A browser context signed in as `name`, on the chat page."""
+
+    def __init__(self, browser: Any, gw: GatewayProcess, name: str) -> None:
+        self.name = name
+        self.context = browser.new_context()
+        self.context.set_default_timeout(15_000)
+        self.sockets: list[str] = []
+        self.page = self.open(gw, "/signin?next=/chat")
+        self.page.fill("input[name=name]", name)
+        self.page.click("button[type=submit]")
+        self.page.wait_for_url("**/chat")
+        self.wait_connected()
+
+    def open(self, gw: GatewayProcess, path: str) -> Any:
+        page = self.context.new_page()
+        page.on("websocket", lambda ws: self.sockets.append(ws.url))
+        page.goto(gw.url(path))
+        return page
+
+    def wait_connected(self) -> None:
+        self.page.wait_for_selector('#connection-badge[data-state="connected"]')
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(
+            path=str(ARTIFACTS / f"chat-{name}-{self.name.lower()}.png"), full_page=True
+        )
+
+    def say(self, text: str) -> None:
+        self.page.fill("#message-input", text)
+        self.page.click("form button[type=submit]")
+
+    def sees(self, text: str, timeout: float = 10_000) -> float:
+        started = time.monotonic()
+        self.page.wait_for_selector(f"#messages li:has-text('{text}')", timeout=timeout)
+        return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def users(browser: Any, gw: GatewayProcess) -> Iterator[tuple[User, User]]:
+    ada = User(browser, gw, "Ada")
+    bob = User(browser, gw, "Bob")
+    yield ada, bob
+    ada.context.close()
+    bob.context.close()
+
+
+def test_both_users_see_each_other_in_presence(users: tuple[User, User]) -> None:
+    ada, bob = users
+    for user in users:
+        user.page.wait_for_selector("#members li:has-text('Ada')")
+        user.page.wait_for_selector("#members li:has-text('Bob')")
+    ada.shot("presence")
+    assert "Bob" in bob.page.inner_text("#members") and "(you)" in bob.page.inner_text("#members")
+
+
+def test_a_message_reaches_the_other_page_within_a_second(users: tuple[User, User]) -> None:
+    ada, bob = users
+    ada.say("hello from Ada")
+    started = time.monotonic()
+    bob.page.wait_for_selector("#messages li:has-text('hello from Ada')", timeout=5_000)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    ada.sees("hello from Ada")
+    bob.shot("message")
+
+
+def test_typing_indicator_uses_client_publish(users: tuple[User, User]) -> None:
+    ada, bob = users
+    ada.page.fill("#message-input", "")
+    ada.page.type("#message-input", "typing...", delay=50)
+    bob.page.wait_for_selector("#typing:has-text('Ada is typing')")
+    ada.page.fill("#message-input", "")
+
+
+def test_rpc_hook_answers_through_the_gateway(users: tuple[User, User]) -> None:
+    ada, _ = users
+    ada.page.click("text=Roll a die (RPC)")
+    text = ada.page.wait_for_selector("#dice").inner_text()
+    assert text.startswith("You rolled ") and 1 <= int(text.split()[-1].rstrip(".")) <= 6
+
+
+def test_navigation_keeps_the_same_websocket(users: tuple[User, User], gw: GatewayProcess) -> None:
+    ada, _ = users
+    clients_before = num_clients(gw)
+    sockets_before = len(ada.sockets)
+    ada.page.click("header nav >> text=About")
+    ada.page.wait_for_selector("h1:has-text('About')")
+    ada.page.click("header nav >> text=Chat")
+    ada.page.wait_for_selector("#messages")
+    ada.wait_connected()
+    ada.page.wait_for_selector("#messages li:has-text('hello from Ada')")  # history again
+    assert len(ada.sockets) == sockets_before  # no new WebSocket was opened
+    assert num_clients(gw) == clients_before  # and the gateway saw no new connection
+
+
+def test_reload_recovers_messages_sent_while_away(
+    users: tuple[User, User], gw: GatewayProcess
+) -> None:
+    ada, bob = users
+    bob.page.close()
+    wait_until(lambda: num_clients(gw) == 1, 10, "Bob's socket to close")
+    ada.say("while Bob was away 1")
+    ada.say("while Bob was away 2")
+    ada.sees("while Bob was away 2")
+    bob.page = bob.open(gw, "/chat")
+    bob.wait_connected()
+    bob.sees("while Bob was away 1")
+    bob.sees("while Bob was away 2")
+    bob.shot("recovered")
+
+
+def test_chat_survives_a_nextjs_crash(users: tuple[User, User], gw: GatewayProcess) -> None:
+    ada, bob = users
+    child = gw.child_pid()
+    os.kill(child, signal.SIGKILL)
+    # Next.js is down: the sockets are the gateway's, so realtime goes on.
+    api(
+        gw,
+        "publish",
+        channel="chat:lobby",
+        data={
+            "id": "server-1",
+            "text": "published while Next.js restarts",
+            "from": {"id": "srv", "name": "Server"},
+            "at": 0,
+        },
+    )
+    ada.sees("published while Next.js restarts", timeout=3_000)
+    bob.sees("published while Next.js restarts", timeout=3_000)
+    # ...and that happened with no Next.js to serve pages (it takes longer than this to boot).
+    assert gw.request("/about", headers={"Accept": "application/json"})[0] == 503
+    for user in users:
+        assert user.page.get_attribute("#connection-badge", "data-state") == "connected"
+    ada.shot("next-down")
+    # Pages come back once the child is up again.
+    wait_until(
+        lambda: (
+            (gw.ready_state() or {}).get("next", {}).get("state") == "running"
+            and gw.child_pid() != child
+        ),
+        30,
+        "Next.js to restart",
+    )
+    bob.page.reload()
+    bob.wait_connected()
+    bob.sees("published while Next.js restarts")
+    ada.say("after the restart")
+    bob.sees("after the restart")
+    bob.shot("after-restart")
+
+
+def test_screenshots_were_saved() -> None:
+    saved = sorted(p.name for p in ARTIFACTS.glob("chat-*.png")) if ARTIFACTS.exists() else []
+    assert len(saved) >= 4, saved
+    assert shutil.disk_usage(ARTIFACTS).free > 0
