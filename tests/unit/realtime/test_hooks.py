@@ -153,3 +153,53 @@ def test_hook_payloads_encode_raw_connection_info() -> None:
 
     payload = {"user": "u", "info": raw({"name": "Ada"}), "data": None}
     assert json.loads(encode(payload)) == {"user": "u", "info": {"name": "Ada"}, "data": None}
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_http_hooks_map_slow_broken_and_missing_apps_to_temporary_errors() -> None:
+    """HttpHooks against a real local HTTP server: timeouts, HTTP errors, bad bodies."""
+    import asyncio
+
+    import tornado.web
+    from support.procs import free_port
+
+    from gateway.realtime.hooks import HttpHooks
+
+    class Slow(tornado.web.RequestHandler):
+        async def post(self) -> None:
+            await asyncio.sleep(2)
+            self.finish({"result": {}})
+
+    class Broken(tornado.web.RequestHandler):
+        def post(self) -> None:
+            self.set_status(500)
+            self.finish("oops")
+
+    class NotJson(tornado.web.RequestHandler):
+        def post(self) -> None:
+            self.finish(b"<html>")
+
+    class Ok(tornado.web.RequestHandler):
+        def post(self) -> None:
+            assert self.request.headers["X-Gateway-Key"] == "key"
+            assert self.request.headers["X-Gateway-Hook"] == "rpc"
+            self.finish({"result": {"data": json.loads(self.request.body)["data"]}})
+
+    port = free_port()
+    app = tornado.web.Application(
+        [("/slow", Slow), ("/broken", Broken), ("/html", NotJson), ("/ok", Ok)]
+    )
+    server = app.listen(port, "127.0.0.1")
+    try:
+        hooks = HttpHooks(lambda: ("127.0.0.1", port), "key", timeout=0.5)
+        assert await hooks.call("/ok", "rpc", {"data": [1]}) == {"data": [1]}
+        for path in ("/slow", "/broken", "/html", "/missing"):
+            with pytest.raises(ErrorReply) as info:
+                await hooks.call(path, "rpc", {})
+            assert info.value.error == UNAVAILABLE and info.value.error.temporary
+        down = HttpHooks(lambda: None, "key", timeout=0.5)
+        with pytest.raises(ErrorReply):
+            await down.call("/ok", "rpc", {})
+        hooks.close()
+    finally:
+        server.stop()
