@@ -13,6 +13,8 @@ setup(
         "redis>=5.0",
         "brotli>=1.1",  # precompressed static assets; the gateway falls back to gzip without it
         "uvloop>=0.19; sys_platform != 'win32'",  # faster event loop (docs/benchmarks.md)
+        "prometheus-client>=0.20",
+        "hiredis>=2.0",  # faster Redis protocol parsing for redis-py
     ],
     extras_require={
         "test": [
@@ -20,6 +22,7 @@ setup(
             "pytest-tornado>=0.8.1",
             "websockets>=13",
             "playwright>=1.50",  # drives Debian's chromium (no browser download)
+            "supervisor>=4.2",  # the supervisord.conf test runs the real thing
             "ruff>=0.6",
             "mypy>=1.10",
             "types-PyYAML",

@@ -18,6 +18,7 @@ import secrets
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tornado.httpserver import HTTPServer
@@ -29,7 +30,8 @@ from tornado.web import Application
 from gateway import nextjs
 from gateway.config import GatewayConfig
 from gateway.errors import StartupError
-from gateway.observability import log_handler_request
+from gateway.metrics import GatewayMetrics, MetricsHandler, route_kind
+from gateway.observability import handler_logger
 from gateway.proxy.handler import ProxyService, ProxySettings
 from gateway.proxy.headers import ForwardingPolicy
 from gateway.proxy.static import StaticAssets
@@ -123,10 +125,20 @@ def uses_hooks(cfg: GatewayConfig) -> bool:
 
 
 def make_app(
-    cfg: GatewayConfig, supervisor: Any, node: Node, started: float, port: int
-) -> Application:
+    cfg: GatewayConfig,
+    supervisor: Any,
+    node: Node,
+    started: float,
+    port: int,
+    draining: Callable[[], bool] = lambda: False,
+) -> tuple[Application, ProxySettings]:
     """The route table: the gateway's own paths first, everything else to Next.js."""
     proxy = make_proxy(cfg, supervisor, port)
+    metrics = GatewayMetrics()
+    metrics.watch(supervisor, node, proxy.pool)
+    proxy.observer = metrics
+    proxy.access_log = cfg.log.access
+    node.on_publish = metrics.published
 
     def details() -> dict[str, object]:
         snapshot = getattr(node.broker, "snapshot", None)
@@ -145,10 +157,21 @@ def make_app(
         "forwarding": proxy.forwarding,
         "connect_timeout": cfg.proxy.connect_timeout,
     }
-    return Application(
+    app = Application(
         [
             (r"/_gateway/health", HealthHandler, {"started": started}),
-            (r"/_gateway/ready", ReadyHandler, {"supervisor": supervisor, "details": details}),
+            (
+                r"/_gateway/ready",
+                ReadyHandler,
+                {"supervisor": supervisor, "details": details, "draining": draining},
+            ),
+            (
+                r"/_gateway/metrics",
+                MetricsHandler if cfg.metrics.enabled else ReservedNotFoundHandler,
+                {"metrics": metrics, "allowed_networks": cfg.metrics.allowed_networks}
+                if cfg.metrics.enabled
+                else {},
+            ),
             (
                 r"/_gateway/api/([a-z_]+)",
                 ApiHandler,
@@ -169,8 +192,14 @@ def make_app(
         ],
         compress_response=False,  # bodies pass through as Next encoded them
         xsrf_cookies=False,
-        log_function=log_handler_request,  # tokens in query strings are redacted
+        # One access line per request (tokens in query strings redacted), and the metrics.
+        log_function=handler_logger(metrics, route_kind)
+        if cfg.log.access
+        else lambda handler: metrics.response(
+            route_kind(handler.request.path), handler.get_status()
+        ),
     )
+    return app, proxy
 
 
 def ensure_secrets(cfg: GatewayConfig) -> None:
@@ -263,6 +292,7 @@ class Gateway:
         self._signals = 0
         self.supervisor: ChildSupervisor | None = None
         self.node: Node | None = None
+        self.draining = False
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the process exit status."""
@@ -307,7 +337,8 @@ class Gateway:
         self.cfg.server.port = port
         ensure_secrets(self.cfg)
         supervisor = self.supervisor = ChildSupervisor(nextjs.child_spec(self.cfg, port))
-        pool = WorkerPool(self.cfg, self.cfg.server.workers, grace=self.cfg.next.stop_grace + 5)
+        grace = self.cfg.server.shutdown_grace + self.cfg.server.shutdown_spread + 5
+        pool = WorkerPool(self.cfg, self.cfg.server.workers, grace=grace)
         supervisor.add_listener(lambda _state: pool.broadcast(state_message(supervisor)))
         self._install_signal_handlers()
         self._announce(port, f", {self.cfg.server.workers} workers")
@@ -322,26 +353,39 @@ class Gateway:
 
     def _serve(
         self, upstream: Any, sockets: list[socket.socket], port: int
-    ) -> tuple[HTTPServer, Node]:
+    ) -> tuple[HTTPServer, Node, ProxySettings]:
         node = self.node = make_node(self.cfg)
         if uses_hooks(self.cfg):
             node.hooks = HttpHooks(
                 upstream.target, self.cfg.api.key, self.cfg.realtime.hooks.timeout
             )
         node.start()
+        app, proxy = make_app(
+            self.cfg, upstream, node, time.monotonic(), port, draining=lambda: self.draining
+        )
         server = GatewayHTTPServer(
-            make_app(self.cfg, upstream, node, time.monotonic(), port),
+            app,
             idle_connection_timeout=self.cfg.server.idle_connection_timeout,
             max_body_size=self.cfg.server.max_body_size,
             xheaders=False,  # the proxy computes X-Forwarded-* from what it sees itself
         )
         server.add_sockets(sockets)
-        return server, node
+        return server, node, proxy
 
-    async def _shutdown(self, served: tuple[HTTPServer, Node]) -> None:
-        server, node = served
+    async def _shutdown(self, served: tuple[HTTPServer, Node, ProxySettings]) -> None:
+        """Stop accepting; /_gateway/ready says 503; WebSocket clients get 3001, spread over
+        server.shutdown_spread; in-flight HTTP requests get server.shutdown_grace to finish;
+        then what is left is closed (the caller stops the Next.js child afterwards)."""
+        server, node, proxy = served
+        self.draining = True
         server.stop()
-        node.disconnect_all(SHUTDOWN)
+        started = time.monotonic()
+        await node.shutdown(SHUTDOWN, self.cfg.server.shutdown_spread)
+        deadline = started + self.cfg.server.shutdown_grace
+        while proxy.in_flight > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if proxy.in_flight > 0:
+            log.warning("%d HTTP requests still running after the grace: closing", proxy.in_flight)
         await node.close()
         try:
             await asyncio.wait_for(server.close_all_connections(), timeout=5)

@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers", metavar="N", type=int, help="processes serving the port (server.workers)"
     )
+    run.add_argument(
+        "--log-format", choices=("text", "json"), help="text or json log lines (log.format)"
+    )
     commands.add_parser("_worker", help=argparse.SUPPRESS)  # started by `run --workers N`
 
     check = commands.add_parser("check-config", help="validate a config file and print it")
@@ -53,6 +56,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "next.dir": args.next_dir,
         "next.dev": args.dev,
         "server.workers": args.workers,
+        "log.format": args.log_format,
     }
     return {key: value for key, value in flags.items() if value is not None}
 
@@ -84,7 +88,7 @@ def _worker() -> int:
     from gateway.workers import CONFIG_ENV, ID_ENV
 
     cfg = config_from_data(json.loads(os.environ[CONFIG_ENV]))
-    configure_logging(cfg.log.level, tag=f"w{os.environ.get(ID_ENV, '?')}")
+    configure_logging(cfg.log.level, tag=f"w{os.environ.get(ID_ENV, '?')}", fmt=cfg.log.format)
     return _run_loop(Gateway(cfg).run_worker())
 
 
@@ -105,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gateway.app import Gateway
     from gateway.observability import configure_logging
 
-    configure_logging(cfg.log.level)
+    configure_logging(cfg.log.level, fmt=cfg.log.format)
     if cfg.auth.secret and len(cfg.auth.secret.encode()) < 32:
         logging.getLogger("gateway").warning(
             "WS_SECRET is shorter than 32 bytes: HS256 tokens signed with it are easy to forge"

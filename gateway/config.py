@@ -84,6 +84,20 @@ class ServerConfig:
         doc="Seconds an idle client keep-alive connection stays open.",
         low=1.0,
     )
+    shutdown_grace: float = setting(
+        10.0,
+        doc="Seconds in-flight HTTP requests get to finish after SIGTERM (then the Next.js "
+        "child is stopped with next.stop_grace).",
+        low=0.0,
+        high=3600.0,
+    )
+    shutdown_spread: float = setting(
+        2.0,
+        doc="Seconds over which WebSocket clients are disconnected (3001) at shutdown, so they "
+        "do not all reconnect at the same moment.",
+        low=0.0,
+        high=600.0,
+    )
     workers: int = setting(
         1,
         doc="Processes serving the public port (SO_REUSEPORT); more than 1 needs the Redis "
@@ -370,6 +384,7 @@ class EngineConfig:
         "memory",
         doc="Where channels, presence and history live: memory (one process) or redis.",
         choices=("memory", "redis"),
+        env="GATEWAY_ENGINE",
     )
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0",
@@ -398,6 +413,24 @@ class LogConfig:
         doc="Log level; `debug` also shows Python tracebacks of internal errors.",
         choices=("debug", "info", "warning", "error"),
     )
+    format: str = setting(
+        "text",
+        doc="text (one readable line per record) or json (one JSON object per line). "
+        "Flag: --log-format",
+        choices=("text", "json"),
+        env="GATEWAY_LOG_FORMAT",
+    )
+    access: bool = setting(True, doc="Log one line per HTTP request and WebSocket upgrade.")
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = setting(True, doc="Serve Prometheus metrics at /_gateway/metrics.")
+    allowed_networks: list[str] = setting(
+        factory=lambda: ["127.0.0.0/8", "::1/128"],
+        doc="Peers allowed to read the metrics (IPs or CIDR networks); others get 403.",
+        check=_ip_networks,
+    )
 
 
 @dataclass
@@ -411,6 +444,7 @@ class GatewayConfig:
     api: ApiConfig = setting(factory=ApiConfig, doc="Server API.")
     engine: EngineConfig = setting(factory=EngineConfig, doc="Realtime engine.")
     log: LogConfig = setting(factory=LogConfig, doc="Logging.")
+    metrics: MetricsConfig = setting(factory=MetricsConfig, doc="Prometheus metrics.")
 
 
 # ---------------------------------------------------------------------------------------------

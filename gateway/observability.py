@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+import time
 import warnings
 from typing import Any
 
@@ -36,11 +38,49 @@ class _GatewayFormatter(logging.Formatter):
         return super().formatTime(record, "%Y-%m-%d %H:%M:%S") + f".{int(record.msecs):03d}"
 
 
-def configure_logging(level: str = "info", tag: str = "") -> None:
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and an access line's fields."""
+
+    def __init__(self, show_tracebacks: bool, tag: str = "") -> None:
+        super().__init__()
+        self.show_tracebacks = show_tracebacks
+        self.tag = tag
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = record.name
+        out: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": name[6:] if name.startswith("child.") else name,
+            "message": record.getMessage(),
+        }
+        if name.startswith("child."):
+            out["source"] = "child"
+        if self.tag:
+            out["worker"] = self.tag
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            exc = record.exc_info[1]
+            out["error"] = f"{type(exc).__name__}: {exc}"
+            if self.show_tracebacks:
+                out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return time.strftime(datefmt or "%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+
+
+def configure_logging(level: str = "info", tag: str = "", fmt: str = "text") -> None:
     """Send every record to stderr (container friendly), replacing earlier handlers. ``tag``
-    marks the lines of a worker process (``w2``)."""
+    marks the lines of a worker process (``w2``); ``fmt`` is text or json."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_GatewayFormatter(show_tracebacks=level == "debug", tag=tag))
+    debug = level == "debug"
+    formatter: logging.Formatter = (
+        _JsonFormatter(debug, tag) if fmt == "json" else _GatewayFormatter(debug, tag=tag)
+    )
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -67,18 +107,53 @@ def redact_uri(uri: str) -> str:
 access_log = logging.getLogger("gateway.access")
 
 
-def log_handler_request(handler: Any) -> None:
-    """Tornado's ``log_function``: one access line per request, tokens redacted."""
-    status = handler.get_status()
+def log_access(
+    method: str, uri: str, status: int, size: int | None, remote: str, seconds: float
+) -> None:
+    """One access line: method, path (query secrets redacted), status, bytes, duration, client
+    IP. In JSON logs the same as fields."""
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    if access_log.isEnabledFor(level):
+    if not access_log.isEnabledFor(level):
+        return
+    path = redact_uri(uri)
+    access_log.log(
+        level,
+        "%d %s %s %sB %s %.2fms",
+        status,
+        method,
+        path,
+        "-" if size is None else size,
+        remote,
+        seconds * 1000,
+        extra={
+            "fields": {
+                "method": method,
+                "path": path,
+                "status": status,
+                "bytes": size,
+                "duration_ms": round(seconds * 1000, 3),
+                "client": remote,
+            }
+        },
+    )
+
+
+def handler_logger(metrics: Any | None, route_kind: Any) -> Any:
+    """Tornado's ``log_function``: the access line, and the request counted in the metrics."""
+
+    def log_handler_request(handler: Any) -> None:
         request = handler.request
-        access_log.log(
-            level,
-            "%d %s %s (%s) %.2fms",
+        status = handler.get_status()
+        if metrics is not None:
+            metrics.response(route_kind(request.path), status)
+        length = handler._headers.get("Content-Length")  # what Tornado sent, when it knows
+        log_access(
+            request.method or "-",
+            request.uri or "",
             status,
-            request.method,
-            redact_uri(request.uri or ""),
-            request.remote_ip,
-            1000.0 * request.request_time(),
+            int(length) if length and length.isdigit() else None,
+            request.remote_ip or "-",
+            request.request_time(),
         )
+
+    return log_handler_request

@@ -51,14 +51,22 @@ class ReadyHandler(JSONHandler):
     """Readiness: 200 when the Next.js child answers HTTP, 503 with the reason otherwise."""
 
     def initialize(
-        self, supervisor: ChildSupervisor, details: Callable[[], dict[str, Any]] | None = None
+        self,
+        supervisor: ChildSupervisor,
+        details: Callable[[], dict[str, Any]] | None = None,
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.supervisor = supervisor
         self.details = details
+        self.draining = draining
 
     def get(self) -> None:
         extra = self.details() if self.details is not None else {}
         snapshot = self.supervisor.snapshot()
+        if self.draining():  # shutting down: take this instance out of rotation
+            self.set_header("Retry-After", "5")
+            self.send_json(503, {"status": "draining", "next": snapshot, **extra})
+            return
         if self.supervisor.target() is not None:
             self.send_json(200, {"status": "ready", "next": snapshot, **extra})
             return

@@ -28,13 +28,13 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from http.client import responses
-from typing import Any
+from typing import Any, Protocol
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
-from gateway.observability import access_log, redact_uri
+from gateway.observability import log_access
 from gateway.proxy.headers import ForwardingPolicy, strip_hop_by_hop
 from gateway.proxy.http11 import request_head
 from gateway.proxy.static import CACHE_CONTROL, PREFIX, Asset, StaticAssets, choose, etag_matches
@@ -47,6 +47,11 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _UNLIMITED = 2**62
 # Longest a response head waits for its first piece of body (see ProxyExchange.flush).
 _HEAD_HOLD = 0.02
+
+
+class ResponseObserver(Protocol):
+    def response(self, kind: str, status: int, upstream_seconds: float | None = None) -> None:
+        """A response went out: ``kind`` is proxy or static."""
 
 
 @dataclass
@@ -62,6 +67,11 @@ class ProxySettings:
     idle_timeout: float
     public_port: int = 80
     """The gateway's port, for X-Forwarded-Port."""
+    observer: ResponseObserver | None = None
+    """Told about every response (metrics)."""
+    access_log: bool = True
+    in_flight: int = 0
+    """Requests being answered right now (graceful shutdown waits for them)."""
 
 
 def error_page(
@@ -133,6 +143,10 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self._head_or_body_seen = False
         self._waiting_for_client = False
         self._last_activity = 0.0
+        self._logged = True  # until headers_received starts the exchange
+        self._bytes_out = 0
+        self._sent_at = 0.0
+        self._upstream_seconds: float | None = None
 
     # -- the client's request (called by Tornado) ---------------------------------------------
 
@@ -144,6 +158,8 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         assert isinstance(start_line, httputil.RequestStartLine)
         self.started = time.perf_counter()
         self.method, self.uri, self.headers = start_line.method, start_line.path, headers
+        self._logged = False
+        self.s.in_flight += 1
         # The body limit is enforced here, with a 413 instead of Tornado's 400. An answer given
         # before the body is read makes Tornado close the connection after it.
         self.client.set_max_body_size(_UNLIMITED)
@@ -199,6 +215,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         # The client went away: abort the upstream request so Next stops producing for nobody.
         self._client_gone = True
         self._discard_upstream()
+        self._log_access()
 
     def _relay_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -330,10 +347,13 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
                 # The whole body is here: send it with a length rather than as chunks, which
                 # saves the separate write of the final empty chunk (framing is per hop).
                 headers["Content-Length"] = str(len(body))
+            if body:
+                self._bytes_out += len(body)
             self._watch_write(self.client.write_headers(head, headers, body))
         elif self._pieces:
             data = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
             self._pieces.clear()
+            self._bytes_out += len(data)
             self._watch_write(self.client.write(data))
         if self._ended:
             self._ended = False
@@ -401,6 +421,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             self._upstream_head = request_head(self.method, self.uri, self._upstream_headers())
         self._conn = conn
         self._outcome = asyncio.get_running_loop().create_future()
+        self._sent_at = time.perf_counter()
         conn.start(self, self.method, self._upstream_head)
         return True
 
@@ -524,10 +545,10 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         out["Date"] = email.utils.formatdate(usegmt=True)
         if retry_after is not None:
             out["Retry-After"] = str(retry_after)
+        sent = body if self.method != "HEAD" else b""
+        self._bytes_out = len(sent)
         self.client.write_headers(
-            httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "")),
-            out,
-            body if self.method != "HEAD" else b"",
+            httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "")), out, sent
         )
         self._finish_response()
 
@@ -561,15 +582,23 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self._log_access()
 
     def _log_access(self) -> None:
-        if access_log.isEnabledFor(logging.INFO):
-            context = self.client.context
-            access_log.info(
-                "%d %s %s (%s) %.2fms",
-                self.status,
+        """The request is over (answered, cut or abandoned): count it, log it, once."""
+        if self._logged:
+            return
+        self._logged = True
+        self.s.in_flight -= 1
+        seconds = time.perf_counter() - self.started
+        if self.s.observer is not None:
+            kind = "static" if self._asset is not None else "proxy"
+            self.s.observer.response(kind, self.status or 499, self._upstream_seconds)
+        if self.s.access_log:
+            log_access(
                 self.method,
-                redact_uri(self.uri),
-                getattr(context, "remote_ip", "-"),
-                (time.perf_counter() - self.started) * 1000,
+                self.uri,
+                self.status or 499,
+                self._bytes_out,
+                getattr(self.client.context, "remote_ip", "-"),
+                seconds,
             )
 
 

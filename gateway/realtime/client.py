@@ -127,6 +127,7 @@ class ClientSession:
         self.ping_sent = None  # any frame answers a ping
         try:
             commands = decode_commands(frame)
+            self.node.stats["commands_in"] += len(commands)
         except ProtocolError as e:
             log.info("client %s (%s): bad frame: %s", self.id, self.transport.remote, e)
             self.disconnect(codes.BAD_REQUEST_DISCONNECT)
@@ -200,6 +201,7 @@ class ClientSession:
             return
         except BrokerUnavailable as e:
             log.info("client %s: %s: engine unavailable: %s", self.id, cmd.method, e)
+            self.node.stats["broker_errors"] += 1
             self._reply_error(cmd.id, codes.INTERNAL)  # temporary: the SDK retries
             return
         except Exception:

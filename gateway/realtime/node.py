@@ -65,6 +65,8 @@ class Node:
         self.rpc_handler: RpcHandler | None = None
         self.message_handler: MessageHandler | None = None
         self.hooks: HookCaller | None = None
+        self.on_publish: Callable[[float], None] | None = None
+        """Told how long each publication took (metrics)."""
         self.stats: Counter[str] = Counter()
         self.started = time.monotonic()
         self._prefixes: dict[str, bytes] = {}
@@ -102,6 +104,21 @@ class Node:
     def disconnect_all(self, reason: Disconnect) -> None:
         for client in list(self.clients.values()):
             client.disconnect(reason)
+
+    async def shutdown(self, reason: Disconnect, spread: float) -> None:
+        """Disconnect every client, in small groups over ``spread`` seconds: they reconnect
+        (with the SDK's jittered backoff) to another process without arriving all at once,
+        and the event loop is never held by tens of thousands of closes in one turn."""
+        clients = list(self.clients.values())
+        if not clients:
+            return
+        steps = max(1, int(spread / 0.02))
+        per_step = max(50, -(-len(clients) // steps))
+        for start in range(0, len(clients), per_step):
+            for client in clients[start : start + per_step]:
+                client.disconnect(reason)
+            if start + per_step < len(clients):
+                await asyncio.sleep(0.02)
 
     # -- channels -----------------------------------------------------------------------------
 
@@ -144,7 +161,8 @@ class Node:
             channel, pub, self.history_options(channel), idempotency_key
         )
         self.stats["publications"] += 1
-        self.stats["publish_seconds_total"] += time.perf_counter() - started  # type: ignore[assignment]
+        if self.on_publish is not None:
+            self.on_publish(time.perf_counter() - started)
         return position
 
     # -- BrokerEventHandler: events for local subscribers -------------------------------------

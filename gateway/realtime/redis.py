@@ -231,6 +231,7 @@ class _Shard:
 
     def _connection_failed(self, error: Exception) -> None:
         """The pub/sub connection failed: reconnect (and report down until then)."""
+        self.engine.errors += 1
         if self.up:
             log.warning(
                 "redis shard %d (%s) failed: %s", self.index, self.engine.redacted(self.url), error
@@ -241,6 +242,7 @@ class _Shard:
     def command_failed(self, error: Exception) -> BrokerUnavailable:
         """A command failed after its retries. Whether Redis is down is for the pub/sub
         connection to find out (it reads all the time); this request fails, temporarily."""
+        self.engine.errors += 1
         log.warning("redis shard %d: %s", self.index, error)
         return BrokerUnavailable(str(error))
 
@@ -336,6 +338,7 @@ class RedisEngine:
         self._handler: BrokerEventHandler | None = None
         self.shards = [_Shard(url, i, self) for i, url in enumerate(urls)]
         self.ever_connected: dict[int, bool] = {}
+        self.errors = 0  # connection and command failures, for the metrics
         self._state_listeners: list[Callable[[], None]] = []
         self._lost_listeners: list[Callable[[list[str]], None]] = []
         self._presence_local: dict[tuple[str, str], ClientInfo] = {}
