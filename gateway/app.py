@@ -385,7 +385,11 @@ class Gateway:
         while proxy.in_flight > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         if proxy.in_flight > 0:
-            log.warning("%d HTTP requests still running after the grace: closing", proxy.in_flight)
+            log.warning(
+                "closing %d HTTP request(s) still running after the %g s grace",
+                proxy.in_flight,
+                self.cfg.server.shutdown_grace,
+            )
         await node.close()
         try:
             await asyncio.wait_for(server.close_all_connections(), timeout=5)

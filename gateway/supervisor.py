@@ -35,6 +35,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.observability import redact_uri
+
 log = logging.getLogger("gateway.supervisor")
 
 
@@ -450,8 +452,8 @@ class ChildSupervisor:
             if not line:
                 return
             text = line.decode("utf-8", "replace").rstrip()
-            if text:
-                child_log.log(level, "%s", text)
+            if text:  # a URL it prints loses its token-like query values, as in our log
+                child_log.log(level, "%s", redact_uri(text))
 
     async def _terminate(self, grace: float) -> None:
         """SIGTERM the child's group, SIGKILL it after ``grace``; reap everything."""

@@ -51,7 +51,7 @@ _HEAD_HOLD = 0.02
 
 class ResponseObserver(Protocol):
     def response(self, kind: str, status: int, upstream_seconds: float | None = None) -> None:
-        """A response went out: ``kind`` is proxy or static."""
+        """A response went out: ``kind`` is proxied or static."""
 
 
 @dataclass
@@ -292,6 +292,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self, code: int, reason: str, headers: httputil.HTTPHeaders, keep_alive: bool
     ) -> None:
         self.status = code
+        self._upstream_seconds = time.perf_counter() - self._sent_at
         strip_hop_by_hop(headers)
         self._pending_head = (httputil.ResponseStartLine("HTTP/1.1", code, reason), headers)
 
@@ -589,7 +590,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self.s.in_flight -= 1
         seconds = time.perf_counter() - self.started
         if self.s.observer is not None:
-            kind = "static" if self._asset is not None else "proxy"
+            kind = "static" if self._asset is not None else "proxied"
             self.s.observer.response(kind, self.status or 499, self._upstream_seconds)
         if self.s.access_log:
             log_access(

@@ -106,19 +106,20 @@ class Node:
             client.disconnect(reason)
 
     async def shutdown(self, reason: Disconnect, spread: float) -> None:
-        """Disconnect every client, in small groups over ``spread`` seconds: they reconnect
+        """Disconnect every client, in groups evenly over ``spread`` seconds: they reconnect
         (with the SDK's jittered backoff) to another process without arriving all at once,
         and the event loop is never held by tens of thousands of closes in one turn."""
         clients = list(self.clients.values())
         if not clients:
             return
-        steps = max(1, int(spread / 0.02))
-        per_step = max(50, -(-len(clients) // steps))
+        steps = max(1, min(len(clients), int(spread / 0.02)))
+        per_step = -(-len(clients) // steps)
+        interval = spread / steps
         for start in range(0, len(clients), per_step):
+            if start:
+                await asyncio.sleep(interval)
             for client in clients[start : start + per_step]:
                 client.disconnect(reason)
-            if start + per_step < len(clients):
-                await asyncio.sleep(0.02)
 
     # -- channels -----------------------------------------------------------------------------
 
