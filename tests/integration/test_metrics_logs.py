@@ -161,4 +161,4 @@ def test_metrics_can_be_turned_off_and_text_logs_carry_the_same_fields(tmp_path:
         tail = f"200 GET /page?password=[redacted] {size}B 127.0.0.1 "
         assert re.search(re.escape(tail) + r"\d+\.\d\dms$", line), line
         assert "hunter2" not in gw.log  # nor in the child's lines, which are prefixed:
-        assert any(" [next] request \"GET /page?password=[redacted]" in x for x in gw.lines)
+        assert any(' [next] request "GET /page?password=[redacted]' in x for x in gw.lines)
