@@ -33,6 +33,7 @@ test: install-test build tests/node/node_modules/.package-lock.json lint
 
 lint: install-test
 	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy gateway
 
 install: $(VENV)/.installed

@@ -1,0 +1,99 @@
+"""supervisord (PyPI `supervisor`) as a subprocess of a test, with supervisorctl beside it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from support.procs import group_members, wait_until
+
+
+class Supervisord:
+    """``supervisord -n -c conf`` in its own process group, output collected (through a pipe,
+    as in a container). On exit everything left in the group is killed."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        conf: Path,
+        env: Mapping[str, str],
+        cwd: Path,
+        ctl: Sequence[str] = ("supervisorctl",),
+    ) -> None:
+        self.command = [*command, "-n", "-c", str(conf)]
+        self.ctl_command = [*ctl, "-c", str(conf)]
+        self.env = dict(env)
+        self.cwd = cwd
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> Supervisord:
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        result = subprocess.run(
+            [*self.ctl_command, *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return result.stdout + result.stderr
+
+    def pid_of(self, program: str) -> int:
+        out = self.ctl("pid", program).strip()
+        assert out.isdigit() and out != "0", f"{program} has no pid: {out}\n{self.log}"
+        return int(out)
+
+    def wait_running(self, *programs: str, timeout: float = 60) -> None:
+        def running() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"supervisord exited:\n{self.log}")
+            status = self.ctl("status")
+            return all(
+                any(line.split()[:2] == [p, "RUNNING"] for line in status.splitlines())
+                for p in programs
+            )
+
+        wait_until(running, timeout, f"{programs} RUNNING in supervisord\n{self.log}", 0.5)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in group_members(self.proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(5)
