@@ -1,28 +1,55 @@
-# First draft: a Node stage builds the Next.js app, a Python stage runs the gateway, which
-# supervises `next start` itself. Production hardening comes with the packaging work.
+# The gateway and the bundled Next.js app in one image, run by supervisord (docs/deployment.md).
+#
+#   docker build -t nextjs-ws-gateway .
+#   docker run -p 8000:8000 -e WS_SECRET=... -e GATEWAY_API_KEY=... nextjs-ws-gateway
+#
+# The build steps live in docker/build.sh. tests/integration/test_docker_recipe.py runs this
+# file's stages outside Docker on every CI run (this machine has no Docker engine): it follows
+# the WORKDIR, ENV, COPY and `RUN sh docker/build.sh` lines, then the CMD and the HEALTHCHECK.
+# Other RUN lines only make sense in an image (apt-get, useradd) and are listed in that test.
 
-FROM node:20-bookworm-slim AS next-build
+# -- Node stage: install and build nextjs-app ---------------------------------------------------
+FROM node:20-bookworm-slim AS app
 ENV NEXT_TELEMETRY_DISABLED=1
-WORKDIR /app/nextjs-app
-COPY nextjs-app/package.json nextjs-app/package-lock.json ./
-RUN npm ci --no-audit --no-fund
-COPY nextjs-app/ ./
-RUN node node_modules/next/dist/bin/next build && npm prune --omit=dev --no-audit --no-fund
+WORKDIR /src
+COPY docker/build.sh docker/build.sh
+COPY nextjs-app/package.json nextjs-app/package-lock.json nextjs-app/
+RUN sh docker/build.sh app-deps
+COPY nextjs-app/ nextjs-app/
+RUN sh docker/build.sh app
 
+# -- Runtime: Python, the gateway, supervisord, node (the binary only), the built app --------
 FROM python:3.11-slim-bookworm
-ENV NEXT_TELEMETRY_DISABLED=1 PYTHONUNBUFFERED=1
-# Next.js needs only the node binary at run time.
-COPY --from=next-build /usr/local/bin/node /usr/local/bin/node
+ENV NEXT_TELEMETRY_DISABLED=1 \
+    PYTHONUNBUFFERED=1 \
+    GATEWAY_VENV=/opt/gateway \
+    PATH=/opt/gateway/bin:$PATH \
+    GATEWAY_PORT=8000 \
+    GATEWAY_CONFIG=/app/config/gateway.yaml \
+    GATEWAY_RUN_DIR=/tmp/gateway \
+    GATEWAY_LOCAL_REDIS=false
+# redis-server for GATEWAY_LOCAL_REDIS=true (engine.kind redis on one box); a few MB.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends redis-server \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=app /usr/local/bin/node /usr/local/bin/node
 WORKDIR /app
-COPY setup.py ./
+COPY docker/build.sh docker/build.sh
+COPY setup.py pyproject.toml ./
 COPY gateway/ gateway/
-RUN pip install --no-cache-dir . supervisor
+RUN sh docker/build.sh gateway
 COPY config/ config/
 COPY supervisord.conf ./
-COPY --from=next-build /app/nextjs-app /app/nextjs-app
-RUN useradd --system --uid 10001 --home /app gateway && chown -R gateway /app/nextjs-app/.next
+COPY --from=app /src/nextjs-app/ nextjs-app/
+RUN sh docker/build.sh check
+# An unprivileged user; it owns only the run directory (sockets, pid file).
+RUN useradd --system --uid 10001 --no-create-home --home-dir /app gateway \
+    && mkdir -p "$GATEWAY_RUN_DIR" && chown gateway "$GATEWAY_RUN_DIR"
 USER gateway
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
-  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/_gateway/ready', timeout=2)"
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/_gateway/ready' % os.environ['GATEWAY_PORT'], timeout=2)"
+# `docker stop` sends SIGTERM to supervisord, which stops the gateway gracefully (stopwaitsecs
+# 40 s in supervisord.conf): run with `docker stop -t 45` or `stop_grace_period: 45s`.
+STOPSIGNAL SIGTERM
 CMD ["supervisord", "-n", "-c", "/app/supervisord.conf"]

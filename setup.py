@@ -17,6 +17,7 @@ setup(
         "hiredis>=2.0",  # faster Redis protocol parsing for redis-py
     ],
     extras_require={
+        "deploy": ["supervisor>=4.2"],  # supervisord.conf: the container's process manager
         "test": [
             "pytest>=8.0",
             "pytest-tornado>=0.8.1",

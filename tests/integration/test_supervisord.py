@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require
-from support.procs import ROOT, free_port, http_request, pid_alive, wait_until
+from support.procs import ROOT, free_port, http_request, pid_alive
 from support.supervisord import Supervisord
 
 BIN = Path(sys.executable).parent
@@ -57,7 +57,7 @@ def test_supervisord_runs_restarts_and_shuts_down_the_stack(
     conf = ROOT / "supervisord.conf"
     with Supervisord([str(BIN / "supervisord")], conf, supervisord_env, ROOT) as sv:
         sv.wait_running("redis", "gateway")
-        state = wait_until(lambda: ready(port), 60, f"the gateway ready\n{sv.log}")
+        state = sv.wait(lambda: ready(port), 60, "the gateway ready")
         assert state["broker"] == {  # the Redis program, through its unix socket
             "kind": "redis",
             "state": "up",
@@ -71,7 +71,7 @@ def test_supervisord_runs_restarts_and_shuts_down_the_stack(
         assert "gateway: stopped" in out and "gateway: started" in out, out
         assert not pid_alive(gateway)
         assert not pid_alive(node), "the old Next.js child outlived its gateway"
-        state = wait_until(lambda: ready(port), 60, f"the gateway ready again\n{sv.log}")
+        state = sv.wait(lambda: ready(port), 60, "the gateway ready again")
         new_gateway, new_node = sv.pid_of("gateway"), int(state["next"]["pid"])  # type: ignore[index]
         assert new_gateway != gateway and new_node != node
         assert sv.pid_of("redis") == redis  # untouched

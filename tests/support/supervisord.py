@@ -6,10 +6,13 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from support.procs import group_members, wait_until
+
+T = TypeVar("T")
 
 
 class Supervisord:
@@ -70,6 +73,13 @@ class Supervisord:
         assert out.isdigit() and out != "0", f"{program} has no pid: {out}\n{self.log}"
         return int(out)
 
+    def wait(self, predicate: Callable[[], T], timeout: float, what: str) -> T:
+        """``wait_until``, with supervisord's output in the failure."""
+        try:
+            return wait_until(predicate, timeout, what, 0.2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.log}") from None
+
     def wait_running(self, *programs: str, timeout: float = 60) -> None:
         def running() -> bool:
             assert self.proc is not None
@@ -81,7 +91,7 @@ class Supervisord:
                 for p in programs
             )
 
-        wait_until(running, timeout, f"{programs} RUNNING in supervisord\n{self.log}", 0.5)
+        self.wait(running, timeout, f"{programs} RUNNING in supervisord")
 
     def __exit__(self, *exc: object) -> None:
         assert self.proc is not None
