@@ -106,8 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         return _fail(EXIT_USAGE, f"config error: {e}")
 
-    from gateway.app import Gateway
-    from gateway.observability import configure_logging
+    try:
+        from gateway.app import Gateway
+        from gateway.observability import configure_logging
+    except ImportError as e:  # a packaging mistake or a missing dependency: say which
+        return _fail(EXIT_STARTUP, f"incomplete installation: {e} (reinstall the gateway)")
 
     configure_logging(cfg.log.level, fmt=cfg.log.format)
     if cfg.auth.secret and len(cfg.auth.secret.encode()) < 32:

@@ -1,1 +1,1 @@
-"""The HTTP side: the proxy to Next.js, the keep-alive pool, static assets, WebSocket passthrough."""
+"""The HTTP side: the proxy to Next.js, its keep-alive pool, static assets, passthrough."""
