@@ -168,7 +168,11 @@ def make_app(
             (
                 r"/_gateway/metrics",
                 MetricsHandler if cfg.metrics.enabled else ReservedNotFoundHandler,
-                {"metrics": metrics, "allowed_networks": cfg.metrics.allowed_networks}
+                {
+                    "metrics": metrics,
+                    "allowed_networks": cfg.metrics.allowed_networks,
+                    "forwarding": proxy.forwarding,
+                }
                 if cfg.metrics.enabled
                 else {},
             ),
@@ -179,6 +183,7 @@ def make_app(
                     "api": ServerApi(node),
                     "key": cfg.api.key,
                     "allowed_networks": cfg.api.allowed_networks,
+                    "forwarding": proxy.forwarding,
                 },
             ),
             (r"/_gateway/.*", ReservedNotFoundHandler),
@@ -193,7 +198,7 @@ def make_app(
         compress_response=False,  # bodies pass through as Next encoded them
         xsrf_cookies=False,
         # One access line per request (tokens in query strings redacted), and the metrics.
-        log_function=handler_logger(metrics, route_kind)
+        log_function=handler_logger(metrics, route_kind, proxy.forwarding)
         if cfg.log.access
         else lambda handler: metrics.response(
             route_kind(handler.request.path), handler.get_status()

@@ -8,7 +8,6 @@ registry: scrape each (the ready endpoint says which worker answered) or sum in 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from tornado.web import RequestHandler
+
+from gateway.proxy.headers import ForwardingPolicy, in_networks, parse_networks
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -158,18 +159,16 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 class MetricsHandler(RequestHandler):
     """GET /_gateway/metrics in the Prometheus text format, for allowed networks only."""
 
-    def initialize(self, metrics: GatewayMetrics, allowed_networks: list[str]) -> None:
+    def initialize(
+        self, metrics: GatewayMetrics, allowed_networks: list[str], forwarding: ForwardingPolicy
+    ) -> None:
         self.metrics = metrics
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+        self.networks = parse_networks(allowed_networks)
+        self.forwarding = forwarding
 
     def _allowed(self) -> bool:
-        try:
-            ip = ipaddress.ip_address(self.request.remote_ip or "")
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.networks)
+        client = self.forwarding.client_ip(self.request.remote_ip or "", self.request.headers)
+        return in_networks(client, self.networks)
 
     def get(self) -> None:
         if not self._allowed():

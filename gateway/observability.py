@@ -138,8 +138,9 @@ def log_access(
     )
 
 
-def handler_logger(metrics: Any | None, route_kind: Any) -> Any:
-    """Tornado's ``log_function``: the access line, and the request counted in the metrics."""
+def handler_logger(metrics: Any | None, route_kind: Any, forwarding: Any) -> Any:
+    """Tornado's ``log_function``: the access line (with the client's address as
+    ``forwarding`` sees it), and the request counted in the metrics."""
 
     def log_handler_request(handler: Any) -> None:
         request = handler.request
@@ -152,7 +153,7 @@ def handler_logger(metrics: Any | None, route_kind: Any) -> Any:
             request.uri or "",
             status,
             int(length) if length and length.isdigit() else None,
-            request.remote_ip or "-",
+            forwarding.client_ip(request.remote_ip or "-", request.headers),
             request.request_time(),
         )
 

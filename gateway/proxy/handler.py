@@ -598,7 +598,9 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
                 self.uri,
                 self.status or 499,
                 self._bytes_out,
-                getattr(self.client.context, "remote_ip", "-"),
+                self.s.forwarding.client_ip(
+                    getattr(self.client.context, "remote_ip", "-"), self.headers
+                ),
                 seconds,
             )
 

@@ -10,7 +10,6 @@ a peer not allowed 403, a body that is not a JSON object 400.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
+from gateway.proxy.headers import ForwardingPolicy, in_networks, parse_networks
 from gateway.realtime import codes
 from gateway.realtime.broker import BrokerUnavailable, StreamPosition, Unrecoverable
 from gateway.realtime.codes import Disconnect, Error, ErrorReply
@@ -179,10 +179,17 @@ class ServerApi:
 
 
 class ApiHandler(RequestHandler):
-    def initialize(self, api: ServerApi, key: str, allowed_networks: list[str]) -> None:
+    def initialize(
+        self,
+        api: ServerApi,
+        key: str,
+        allowed_networks: list[str],
+        forwarding: ForwardingPolicy | None = None,
+    ) -> None:
         self.api = api
         self.key = key.encode()
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+        self.networks = parse_networks(allowed_networks)
+        self.forwarding = forwarding or ForwardingPolicy()
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -192,13 +199,8 @@ class ApiHandler(RequestHandler):
         pass
 
     def _peer_allowed(self) -> bool:
-        try:
-            ip = ipaddress.ip_address(self.request.remote_ip or "")
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.networks)
+        client = self.forwarding.client_ip(self.request.remote_ip or "", self.request.headers)
+        return in_networks(client, self.networks)
 
     def _key_ok(self) -> bool:
         given = self.request.headers.get("X-API-Key", "")

@@ -162,3 +162,29 @@ def test_metrics_can_be_turned_off_and_text_logs_carry_the_same_fields(tmp_path:
         assert re.search(re.escape(tail) + r"\d+\.\d\dms$", line), line
         assert "hunter2" not in gw.log  # nor in the child's lines, which are prefixed:
         assert any(' [next] request "GET /page?password=[redacted]' in x for x in gw.lines)
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_checked_and_logged(
+    tmp_path: Path,
+) -> None:
+    # nginx on the same box: every request comes from 127.0.0.1, the internet's ones with
+    # X-Forwarded-For. Those must not pass the loopback-only allowlist, nor log as 127.0.0.1.
+    config = {**CONFIG, "proxy": {"trusted_proxies": ["127.0.0.1"]}}
+    env = {"GATEWAY_API_KEY": API_KEY}
+    with GatewayProcess(tmp_path, config, env=env) as gw:
+        gw.wait_ready()
+        from_internet = {"X-Forwarded-For": "203.0.113.9"}
+        assert gw.request("/_gateway/metrics", headers=from_internet)[0] == 403
+        assert gw.request("/_gateway/metrics")[0] == 200  # a local scrape
+        api = {"Authorization": f"apikey {API_KEY}", "Content-Type": "application/json"}
+        status, _, _ = gw.request(
+            "/_gateway/api/info", method="POST", headers={**api, **from_internet}, body=b"{}"
+        )
+        assert status == 403
+        assert gw.request("/_gateway/api/info", method="POST", headers=api, body=b"{}")[0] == 200
+        gw.request("/from-afar", headers=from_internet)
+        gw.wait_log("gateway.access: 200 GET /from-afar")
+        line = next(x for x in gw.lines if "gateway.access: 200 GET /from-afar" in x)
+        assert " 203.0.113.9 " in line, line
+        refused = [x for x in gw.lines if "gateway.access: 403 GET /_gateway/metrics" in x]
+        assert len(refused) == 1 and " 203.0.113.9 " in refused[0], refused

@@ -49,3 +49,29 @@ def test_trust_matches_ipv4_mapped_ipv6_and_rejects_garbage() -> None:
     assert policy.is_trusted("::ffff:127.0.0.1")
     assert not policy.is_trusted("not-an-ip")
     assert not ForwardingPolicy().is_trusted("127.0.0.1")
+
+
+def xff(*values: str, real_ip: str = "") -> HTTPHeaders:
+    h = HTTPHeaders()
+    for v in values:
+        h.add("X-Forwarded-For", v)
+    if real_ip:
+        h.add("X-Real-IP", real_ip)
+    return h
+
+
+def test_client_ip_is_the_peer_unless_the_peer_is_a_trusted_proxy() -> None:
+    policy = ForwardingPolicy(["127.0.0.1", "10.0.0.0/8"])
+    # Untrusted peers cannot claim another address.
+    assert policy.client_ip("203.0.113.5", xff("127.0.0.1")) == "203.0.113.5"
+    # Behind trusted proxies: the nearest untrusted hop, not a spoofable leftmost one.
+    assert policy.client_ip("127.0.0.1", xff("203.0.113.5")) == "203.0.113.5"
+    assert policy.client_ip("127.0.0.1", xff("6.6.6.6, 203.0.113.5", "10.0.0.7")) == ("203.0.113.5")
+    assert policy.client_ip("::ffff:127.0.0.1", xff("198.51.100.1")) == "198.51.100.1"
+    # Nothing forwarded: X-Real-IP, else the peer (Next.js calling the API directly).
+    assert policy.client_ip("127.0.0.1", xff(real_ip="198.51.100.2")) == "198.51.100.2"
+    assert policy.client_ip("127.0.0.1", xff()) == "127.0.0.1"
+    # Only trusted hops: the leftmost.
+    assert policy.client_ip("127.0.0.1", xff("10.0.0.1, 10.0.0.2")) == "10.0.0.1"
+    # No trusted proxies configured: always the peer.
+    assert ForwardingPolicy().client_ip("127.0.0.1", xff("203.0.113.5")) == "127.0.0.1"
