@@ -118,11 +118,11 @@ def log_access(
     path = redact_uri(uri)
     access_log.log(
         level,
-        "%d %s %s %sB %s %.2fms",
+        "%d %s %s %s %s %.2fms",
         status,
         method,
         path,
-        "-" if size is None else size,
+        "-" if size is None else f"{size}B",
         remote,
         seconds * 1000,
         extra={
