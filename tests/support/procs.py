@@ -85,6 +85,31 @@ def http_request(
         conn.close()
 
 
+def spawn_logged(
+    cmd: list[str], cwd: Path, env: Mapping[str, str], lines: list[str]
+) -> tuple[subprocess.Popen[str], threading.Thread]:
+    """Start ``cmd`` in its own process group, stdout and stderr collected into ``lines`` by a
+    thread (through a pipe, as a container or supervisord would read them)."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return proc, reader
+
+
 def standin_command(*flags: str) -> list[str]:
     """``next.command`` that runs the stand-in child with ``flags``."""
     return [sys.executable, str(STANDIN), "--port", "{port}", *flags]
@@ -133,22 +158,7 @@ class GatewayProcess:
             str(self.port),
             *self.args,
         ]
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+        self.proc, self._reader = spawn_logged(cmd, ROOT, self.env, self.lines)
 
     @property
     def log(self) -> str:

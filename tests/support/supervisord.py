@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from support.procs import group_members, wait_until
+from support.procs import group_members, spawn_logged, wait_until
 
 T = TypeVar("T")
 
@@ -35,23 +34,8 @@ class Supervisord:
         self.proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Supervisord:
-        self.proc = subprocess.Popen(
-            self.command,
-            cwd=self.cwd,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.proc, self._reader = spawn_logged(self.command, self.cwd, self.env, self.lines)
         return self
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
 
     @property
     def log(self) -> str:
