@@ -44,11 +44,18 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._request_counters: dict[tuple[str, int], Any] = {}
 
     # -- reporting ----------------------------------------------------------------------------
 
     def response(self, kind: str, status: int, upstream_seconds: float | None = None) -> None:
-        self.http_requests.labels(kind, f"{status // 100}xx").inc()
+        key = (kind, status // 100)
+        counter = self._request_counters.get(key)
+        if counter is None:  # labels() costs a lock and a tuple per call: once per pair
+            counter = self._request_counters[key] = self.http_requests.labels(
+                kind, f"{status // 100}xx"
+            )
+        counter.inc()
         if upstream_seconds is not None:
             self.upstream_seconds.observe(upstream_seconds)
 
