@@ -60,8 +60,7 @@ def start_gateway(tmp: Path) -> GatewayProcess:
         },
     }
     gw = GatewayProcess(tmp, config, env={"WS_SECRET": SECRET})
-    gw.start()
-    gw.wait_ready(30)
+    gw.start_ready(30)
     return gw
 
 

@@ -63,15 +63,18 @@ def gateway(tmp: Path, engine: dict[str, object], workers: int) -> GatewayProces
         },
     }
     gw = GatewayProcess(tmp, config, env={"WS_SECRET": SECRET})
-    gw.start()
-    gw.wait_ready(30)
-    seen: set[str] = set()
-    deadline = time.monotonic() + 20
-    while workers > 1 and len(seen) < workers:  # every worker answers on the port
-        state = gw.ready_state() or {}
-        seen.add(str(state.get("worker", {}).get("id")))
-        assert time.monotonic() < deadline, gw.log
-        time.sleep(0.05)
+    gw.start_ready(30)
+    try:
+        seen: set[str] = set()
+        deadline = time.monotonic() + 20
+        while workers > 1 and len(seen) < workers:  # every worker answers on the port
+            state = gw.ready_state() or {}
+            seen.add(str(state.get("worker", {}).get("id")))
+            assert time.monotonic() < deadline, gw.log
+            time.sleep(0.05)
+    except BaseException:  # not handed to the caller: stop it here, leave nothing running
+        gw.close()
+        raise
     return gw
 
 

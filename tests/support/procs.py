@@ -189,6 +189,15 @@ class GatewayProcess:
 
         return wait_until(ready, timeout, "the gateway to report ready")
 
+    def start_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Start and wait until ready; on failure, stop it before raising (nothing leaks)."""
+        self.start()
+        try:
+            return self.wait_ready(timeout)
+        except BaseException:
+            self.close()
+            raise
+
     def wait_log(self, text: str, timeout: float = 10.0) -> None:
         wait_until(lambda: text in self.log, timeout, f"{text!r} in the gateway log:\n{self.log}")
 
