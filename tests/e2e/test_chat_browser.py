@@ -6,7 +6,6 @@ Screenshots go to test-artifacts/ (kept by CI)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -57,14 +56,7 @@ def browser() -> Iterator[Any]:
 
 
 def api(gw: GatewayProcess, method: str, **params: Any) -> dict[str, Any]:
-    status, _, body = gw.request(
-        f"/_gateway/api/{method}",
-        method="POST",
-        body=json.dumps(params).encode(),
-        headers={"X-API-Key": API_KEY},
-    )
-    assert status == 200, body
-    return json.loads(body)["result"]
+    return gw.api(method, API_KEY, **params)["result"]
 
 
 def num_clients(gw: GatewayProcess) -> int:

@@ -5,10 +5,8 @@ through the server API."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import jwt
 import pytest
 import yaml
 from conftest import require
+from support.app import sign_in
 from support.procs import ROOT, GatewayProcess
 from support.sdk import NODE_DIR, SdkClient
 
@@ -36,34 +35,6 @@ def app_gw(next_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     ) as gw:
         gw.wait_ready(60)
         yield gw
-
-
-def sign_in(gw: GatewayProcess, name: str) -> str:
-    """Post the sign-in form (a Server Action) and return the session cookie it sets."""
-    page = gw.request("/signin")[2]
-    action = re.search(rb'name="(\$ACTION_ID_[0-9a-f]+)"', page)
-    assert action, "no sign-in form"
-    boundary = uuid.uuid4().hex
-    fields = {action.group(1).decode(): "", "name": name, "next": "/live"}
-    body = (
-        "".join(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-            for k, v in fields.items()
-        )
-        + f"--{boundary}--\r\n"
-    )
-    status, headers, _ = gw.request(
-        "/signin",
-        method="POST",
-        body=body.encode(),
-        headers={
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Origin": f"http://127.0.0.1:{gw.port}",
-        },
-    )
-    assert status in (200, 303), status
-    cookie = next(c for c in headers.get_all("Set-Cookie") if c.startswith("gw_session="))
-    return cookie.split(";", 1)[0]
 
 
 def test_ws_token_needs_a_session(app_gw: GatewayProcess) -> None:

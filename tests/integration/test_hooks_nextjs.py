@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 import websockets
 import yaml
+from support.app import sign_in
 from support.procs import ROOT, GatewayProcess, wait_until
 
 SECRET = "hooks-secret-0123456789-0123456789-abcdef"
@@ -37,33 +36,6 @@ def gw(next_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
     ) as gateway:
         gateway.wait_ready(60)
         yield gateway
-
-
-def sign_in(gw: GatewayProcess, name: str) -> str:
-    page = gw.request("/signin")[2]
-    action = re.search(rb'name="(\$ACTION_ID_[0-9a-f]+)"', page)
-    assert action
-    boundary = uuid.uuid4().hex
-    fields = {action.group(1).decode(): "", "name": name, "next": "/chat"}
-    body = (
-        "".join(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-            for k, v in fields.items()
-        )
-        + f"--{boundary}--\r\n"
-    )
-    _, headers, _ = gw.request(
-        "/signin",
-        method="POST",
-        body=body.encode(),
-        headers={
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Origin": f"http://127.0.0.1:{gw.port}",
-        },
-    )
-    return next(c for c in headers.get_all("Set-Cookie") if c.startswith("gw_session=")).split(
-        ";", 1
-    )[0]
 
 
 async def session(
@@ -97,7 +69,7 @@ def by_id(messages: list[dict[str, Any]], cid: int) -> dict[str, Any]:
 
 
 def test_connect_hook_identifies_the_user_by_the_session_cookie(gw: GatewayProcess) -> None:
-    cookie = sign_in(gw, "Hedy")
+    cookie = sign_in(gw, "Hedy", "/chat")
     replies = asyncio.run(session(gw, cookie, {"rpc": {"method": "whoami"}}))
     assert "connect" in by_id(replies, 1)
     whoami = by_id(replies, 2)["rpc"]["data"]
@@ -107,7 +79,7 @@ def test_connect_hook_identifies_the_user_by_the_session_cookie(gw: GatewayProce
 
 
 def test_subscribe_hook_allows_with_data_and_denies(gw: GatewayProcess) -> None:
-    cookie = sign_in(gw, "Radia")
+    cookie = sign_in(gw, "Radia", "/chat")
     replies = asyncio.run(
         session(
             gw,
@@ -121,7 +93,7 @@ def test_subscribe_hook_allows_with_data_and_denies(gw: GatewayProcess) -> None:
 
 
 def test_publish_hook_rewrites_and_refuses(gw: GatewayProcess) -> None:
-    cookie = sign_in(gw, "Grace")
+    cookie = sign_in(gw, "Grace", "/chat")
     replies = asyncio.run(
         session(
             gw,
@@ -138,7 +110,7 @@ def test_publish_hook_rewrites_and_refuses(gw: GatewayProcess) -> None:
 
 
 def test_hooks_without_the_app_are_temporary_errors(gw: GatewayProcess) -> None:
-    cookie = sign_in(gw, "Ada")
+    cookie = sign_in(gw, "Ada", "/chat")
     os.kill(gw.child_pid(), signal.SIGKILL)
     wait_until(
         lambda: (gw.ready_state() or {}).get("next", {}).get("state") != "running", 5, "the crash"

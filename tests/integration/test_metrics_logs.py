@@ -49,13 +49,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
 
 
 def publish(gw: GatewayProcess, channel: str, data: Any) -> None:
-    status, _, body = gw.request(
-        "/_gateway/api/publish",
-        method="POST",
-        headers={"Authorization": f"apikey {API_KEY}", "Content-Type": "application/json"},
-        body=json.dumps({"channel": channel, "data": data}).encode(),
-    )
-    assert status == 200, body
+    reply = gw.api("publish", API_KEY, channel=channel, data=data)
+    assert "result" in reply, reply
 
 
 def test_metrics_count_what_happened(gw: GatewayProcess) -> None:

@@ -3,7 +3,6 @@ clients speak it."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -59,14 +58,7 @@ def clients() -> Iterator[list[SdkClient]]:
 
 
 def api(gw: GatewayProcess, method: str, **params: Any) -> dict[str, Any]:
-    status, _, body = gw.request(
-        f"/_gateway/api/{method}",
-        method="POST",
-        body=json.dumps(params).encode(),
-        headers={"X-API-Key": API_KEY},
-    )
-    assert status == 200, body
-    reply = json.loads(body)
+    reply = gw.api(method, API_KEY, **params)
     assert "result" in reply, reply
     return reply["result"]
 

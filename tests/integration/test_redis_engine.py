@@ -66,14 +66,7 @@ def api(gw: GatewayProcess, method: str, **params: Any) -> dict[str, Any]:
 
 
 def _api(gw: GatewayProcess, method: str, **params: Any) -> dict[str, Any]:
-    status, _, body = gw.request(
-        f"/_gateway/api/{method}",
-        method="POST",
-        body=json.dumps(params).encode(),
-        headers={"X-API-Key": API_KEY},
-    )
-    assert status == 200, body
-    return json.loads(body)
+    return gw.api(method, API_KEY, **params)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -170,6 +170,18 @@ class GatewayProcess:
     def request(self, path: str, **kwargs: Any) -> tuple[int, http.client.HTTPMessage, bytes]:
         return http_request(self.url(path), **kwargs)
 
+    def api(self, method: str, key: str, **params: Any) -> dict[str, Any]:
+        """One server API call (``/_gateway/api/<method>``); the whole JSON reply."""
+        status, _, body = self.request(
+            f"/_gateway/api/{method}",
+            method="POST",
+            body=json.dumps(params).encode(),
+            headers={"X-API-Key": key},
+        )
+        assert status == 200, body
+        reply: dict[str, Any] = json.loads(body)
+        return reply
+
     def ready_state(self) -> dict[str, Any] | None:
         try:
             status, _, body = self.request("/_gateway/ready", timeout=2)
