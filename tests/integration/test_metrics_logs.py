@@ -133,6 +133,36 @@ def test_access_log_is_json_with_every_field_and_no_secret(gw: GatewayProcess) -
         assert secret not in gw.log
 
 
+def test_a_jwt_is_redacted_whatever_its_parameter_is_called(gw: GatewayProcess) -> None:
+    page_jwt, socket_jwt = token("page-reader"), token("socket-user")
+    gw.request(f"/jwt-page?auth={page_jwt}&n=1")
+
+    async def connect() -> None:
+        ws_url = f"ws://127.0.0.1:{gw.port}/connection/websocket?t={socket_jwt}"
+        async with websockets.connect(ws_url, origin=gw.url("").rstrip("/")) as ws:
+            await ws.send(json.dumps({"id": 1, "connect": {"token": socket_jwt}}))
+            await ws.recv()
+
+    asyncio.run(asyncio.wait_for(connect(), 10))
+
+    def lines() -> tuple[list[str], list[str]] | None:
+        entries = [json.loads(line) for line in gw.lines]
+        access = [
+            e["path"]
+            for e in entries
+            if e["logger"] == "gateway.access"
+            and e["path"].startswith(("/jwt-page", "/connection/websocket?"))
+        ]
+        child = [e["message"] for e in entries if e.get("source") == "child"]
+        child = [m for m in child if "/jwt-page" in m]
+        return (access, child) if len(access) == 2 and child else None
+
+    access, child = wait_until(lines, 5, "the access and child lines")
+    assert sorted(access) == ["/connection/websocket?t=[redacted]", "/jwt-page?auth=[redacted]&n=1"]
+    assert child == ['request "GET /jwt-page?auth=[redacted]&n=1 HTTP/1.1" 200 -']
+    assert page_jwt not in gw.log and socket_jwt not in gw.log
+
+
 def test_metrics_are_refused_outside_the_allowlist(tmp_path: Path) -> None:
     config = {**CONFIG, "metrics": {"allowed_networks": ["192.0.2.0/24"]}}
     with GatewayProcess(tmp_path, config) as gw:
