@@ -1,14 +1,14 @@
 "use server";
 
 import { redirect } from "next/navigation";
+import { sameSitePath } from "@/lib/same-site";
 import { signIn, signOut } from "@/lib/session";
 
 export async function signInAction(formData: FormData) {
   const name = String(formData.get("name") ?? "").trim();
   if (!name) return;
   await signIn(name);
-  const next = String(formData.get("next") ?? "/live");
-  redirect(next.startsWith("/") ? next : "/live");
+  redirect(sameSitePath(formData.get("next")));
 }
 
 export async function signOutAction() {

@@ -1,3 +1,4 @@
+import { sameSitePath } from "@/lib/same-site";
 import { currentUser } from "@/lib/session";
 import { signInAction, signOutAction } from "./actions";
 
@@ -6,10 +7,10 @@ export const dynamic = "force-dynamic";
 export default async function SignInPage({
   searchParams,
 }: {
-  searchParams: Promise<{ next?: string }>;
+  searchParams: Promise<{ next?: string | string[] }>;
 }) {
   const user = await currentUser();
-  const { next = "/live" } = await searchParams;
+  const next = sameSitePath((await searchParams).next);
   if (user) {
     return (
       <>
