@@ -16,13 +16,43 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 NEXT_DIR = ROOT / "nextjs-app"
 
 
-def require(condition: bool, reason: str) -> None:
-    """Skip with ``reason`` when a dependency is missing; in CI a missing dependency fails."""
+# What require() skipped in this run (reason -> how to install it), for the summary line.
+MISSING: dict[str, str] = {}
+
+
+def require(condition: bool, reason: str, install: str = "") -> None:
+    """Skip with ``reason`` when a dependency is missing; in CI a missing dependency fails.
+    ``install`` tells a newcomer how to get it (printed once at the end of the run).
+
+    A test that only makes sense after the skipped ones ran (a summary check) must depend on
+    the same fixture, so that it is skipped with them instead of failing."""
     if condition:
         return
     if IN_CI:
         pytest.fail(f"missing dependency in CI: {reason}")
+    MISSING.setdefault(reason, install)
     pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """One line per missing prerequisite, last before pytest's own count: a green local run
+    says what it did not test and how to fix that."""
+    # The outermost wrapper: after pytest's short summary (-ra), which a wrapper prints last.
+    yield
+    skipped = terminalreporter.stats.get("skipped", [])
+    for reason, install in MISSING.items():
+        count = sum(
+            1
+            for report in skipped
+            if isinstance(report.longrepr, tuple) and report.longrepr[2].endswith(reason)
+        )
+        how = f"; install it: {install}" if install else ""
+        terminalreporter.write_line(
+            f"missing prerequisite: {reason}; {count} test{'s' * (count != 1)} skipped{how}",
+            yellow=True,
+            bold=True,
+        )
 
 
 @pytest.fixture(scope="session")
