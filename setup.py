@@ -24,6 +24,7 @@ setup(
             "websockets>=13",
             "playwright>=1.50",  # drives Debian's chromium (no browser download)
             "supervisor>=4.2",  # the supervisord.conf test runs the real thing
+            "h11>=0.14",  # the reference HTTP/1.1 parser the attack suite checks framing against
             "ruff>=0.6",
             "mypy>=1.10",
             "types-PyYAML",

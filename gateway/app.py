@@ -13,6 +13,7 @@ import asyncio
 import errno
 import logging
 import os
+import re
 import resource
 import secrets
 import signal
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tornado.httpserver import HTTPServer
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, UnsatisfiableReadError
 from tornado.netutil import bind_sockets
 from tornado.routing import PathMatches, Rule
 from tornado.web import Application
@@ -57,7 +58,13 @@ def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
     """The proxy's shared state; the pool and the static set follow the child's restarts."""
     pcfg = cfg.proxy
     idle_timeout = min(pcfg.pool_idle_timeout, 4.0) if cfg.next.dev else pcfg.pool_idle_timeout
-    pool = UpstreamPool(pcfg.connect_timeout, pcfg.pool_max_idle, idle_timeout)
+    pool = UpstreamPool(
+        pcfg.connect_timeout,
+        pcfg.pool_max_idle,
+        idle_timeout,
+        max_connections=pcfg.max_connections,
+        queue_timeout=pcfg.queue_timeout,
+    )
     static = None
     if cfg.static.enabled and not cfg.next.dev:  # `next dev` rewrites its assets constantly
         static = StaticAssets(
@@ -71,6 +78,7 @@ def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
         max_body_size=cfg.server.max_body_size,
         first_byte_timeout=pcfg.first_byte_timeout,
         idle_timeout=pcfg.idle_timeout,
+        body_timeout=pcfg.body_timeout,
         public_port=port,
     )
 
@@ -251,9 +259,45 @@ def reserve_port(host: str, port: int) -> int:
     return int(port)
 
 
+class ClientStream(NoDelayStream):
+    """A client connection's stream that says why it is closed when a head is too large.
+
+    Tornado drops the connection when a request head exceeds ``max_header_size`` (or a chunk
+    size line its 64 bytes) without a word; a client then cannot tell a limit from a crash.
+    RFC 6585 §5: answer 431 for the head (400 for a chunk line), then close as before.
+    """
+
+    def _check_max_bytes(self, delimiter: bytes | re.Pattern[bytes], size: int) -> None:
+        try:
+            super()._check_max_bytes(delimiter, size)
+        except UnsatisfiableReadError:
+            # The request head is read with a regex; chunk size lines with a bytes delimiter.
+            self._refuse(_HEAD_TOO_LARGE if isinstance(delimiter, re.Pattern) else _BAD_CHUNK)
+            raise
+
+    def _refuse(self, answer: bytes) -> None:
+        try:
+            self.socket.send(answer)  # best effort: the connection is closed right after
+        except OSError:
+            pass
+
+
+def _plain_answer(status: str, text: str) -> bytes:
+    body = f'{{"error":"{text}"}}'.encode()
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+        "\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+_HEAD_TOO_LARGE = _plain_answer("431 Request Header Fields Too Large", "headers_too_large")
+_BAD_CHUNK = _plain_answer("400 Bad Request", "bad_chunk_size")
+
+
 class GatewayHTTPServer(HTTPServer):
     """Tornado's HTTP server with TCP_NODELAY set once per client connection (see
-    :class:`NoDelayStream`: Tornado would toggle it twice per response)."""
+    :class:`NoDelayStream`: Tornado would toggle it twice per response), and a 431 for
+    oversized heads (:class:`ClientStream`)."""
 
     def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
         try:
@@ -261,7 +305,7 @@ class GatewayHTTPServer(HTTPServer):
         except OSError:
             pass  # a Unix socket, or already closed
         else:
-            stream.__class__ = NoDelayStream  # same object, one method overridden
+            stream.__class__ = ClientStream  # same object, two methods overridden
         super().handle_stream(stream, address)
 
 

@@ -148,6 +148,26 @@ class ProxyConfig:
         "keeps sending is never cut).",
         low=0.1,
     )
+    body_timeout: float = setting(
+        60.0,
+        doc="Longest silence while a request body is being read, in seconds (like nginx's "
+        "client_body_timeout); the client then gets 408 and Next's connection is closed.",
+        low=0.1,
+        high=86400.0,
+    )
+    max_connections: int = setting(
+        512,
+        doc="Connections to Next.js in use at once (0: no limit). Further requests wait for "
+        "one, first come first served, up to `queue_timeout`, then get 503.",
+        low=0,
+        high=1000000,
+    )
+    queue_timeout: float = setting(
+        10.0,
+        doc="Seconds a request waits for a connection to Next.js at `max_connections`.",
+        low=0.0,
+        high=3600.0,
+    )
     pool_max_idle: int = setting(
         64, doc="Idle keep-alive connections to Next.js kept for reuse.", low=0, high=100000
     )

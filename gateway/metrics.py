@@ -14,8 +14,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from tornado.web import RequestHandler
 
+from gateway.httpbase import GatewayHandler
 from gateway.proxy.headers import ForwardingPolicy, in_networks, parse_networks
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -163,7 +163,7 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return metric
 
 
-class MetricsHandler(RequestHandler):
+class MetricsHandler(GatewayHandler):
     """GET /_gateway/metrics in the Prometheus text format, for allowed networks only."""
 
     def initialize(

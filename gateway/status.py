@@ -8,12 +8,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tornado.web import RequestHandler
-
+from gateway.httpbase import GatewayHandler
 from gateway.supervisor import ChildSupervisor
 
 
-class JSONHandler(RequestHandler):
+class JSONHandler(GatewayHandler):
     """Base for the gateway's endpoints: JSON bodies, never cached, errors as JSON too."""
 
     def set_default_headers(self) -> None:

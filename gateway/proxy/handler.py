@@ -35,10 +35,18 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from gateway.observability import log_access
+from gateway.proxy.framing import (
+    NO_BODY,
+    BodyFraming,
+    FramingRefused,
+    align_reader,
+    check_target,
+    request_framing,
+)
 from gateway.proxy.headers import ForwardingPolicy, strip_hop_by_hop
 from gateway.proxy.http11 import request_head
 from gateway.proxy.static import CACHE_CONTROL, PREFIX, Asset, StaticAssets, choose, etag_matches
-from gateway.proxy.upstream import Upstream, UpstreamConnection, UpstreamPool
+from gateway.proxy.upstream import PoolBusy, Upstream, UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("gateway.proxy")
 
@@ -65,6 +73,8 @@ class ProxySettings:
     max_body_size: int
     first_byte_timeout: float
     idle_timeout: float
+    body_timeout: float = 60.0
+    """Longest silence while reading a request body (nginx's client_body_timeout)."""
     public_port: int = 80
     """The gateway's port, for X-Forwarded-Port."""
     observer: ResponseObserver | None = None
@@ -125,9 +135,14 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self._conn: UpstreamConnection | None = None
         self._reused = False
         self._outcome: asyncio.Future[bool] | None = None
+        self._framing: BodyFraming = NO_BODY
         self._has_body = False
         self._chunked_body = False
         self._body_bytes = 0
+        self._request_read = False  # Tornado has read the whole request (finish() was called)
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_seen = 0.0
+        self._upstream_draining = False
         self._asset: Asset | None = None
         self._answered = False  # the gateway answered itself (error or static)
         self._responded = False  # a complete response went out (or the connection was cut)
@@ -163,16 +178,26 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         # The body limit is enforced here, with a 413 instead of Tornado's 400. An answer given
         # before the body is read makes Tornado close the connection after it.
         self.client.set_max_body_size(_UNLIMITED)
+        try:
+            check_target(self.uri)
+            self._framing = framing = request_framing(start_line.version, headers)
+        except FramingRefused as e:
+            align_reader(headers, None)  # read no body: the connection closes after the answer
+            self._answer(e.status, responses.get(e.status, "Bad Request"), e.detail)
+            return None
+        align_reader(headers, framing)
         if self.method not in _METHODS:
             self._answer(405, "Method Not Allowed", f"{self.method} is not supported.")
             return None
-        declared = headers.get("Content-Length")
-        self._chunked_body = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        self._has_body = self._chunked_body or (declared is not None and declared != "0")
+        self._chunked_body = framing.chunked
+        self._has_body = framing.has_body
+        expect = headers.get("Expect")
+        if expect is not None and not self._expectation_met(expect, headers):
+            return None
         if self.s.static is not None and self.method in ("GET", "HEAD") and not self._has_body:
             if self.uri.startswith(PREFIX) and self._find_static(self.s.static):
                 return None  # answered in finish(), once the (empty) body is read
-        if declared is not None and declared.isdigit() and int(declared) > self.s.max_body_size:
+        if framing.length > self.s.max_body_size:
             self._answer(413, "Payload Too Large", self._too_large())
             return None
         self._target = self.s.upstream.target()
@@ -180,12 +205,25 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             if self._target is None:
                 self._answer_unavailable()
                 return None
-            return self._open_upstream(allow_reuse=True)  # the body streams as it arrives
+            self._body_watch_on()
+            # The body streams as it arrives; Tornado answers `Expect: 100-continue` once the
+            # connection to Next is open, so a client sends nothing that has nowhere to go.
+            return self._open_upstream(allow_reuse=True)
         return None
+
+    def _expectation_met(self, expect: str, headers: httputil.HTTPHeaders) -> bool:
+        """RFC 9110 §10.1.1: 100-continue is the only expectation; others get 417."""
+        if expect.strip().lower() != "100-continue":
+            self._answer(417, "Expectation Failed", "Only Expect: 100-continue is supported.")
+            return False
+        if expect != "100-continue":
+            headers["Expect"] = "100-continue"  # the spelling Tornado's reader answers
+        return True
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self._responded:
             return None  # already answered: the rest of the body is discarded
+        self._body_seen = asyncio.get_running_loop().time()
         self._body_bytes += len(chunk)
         if self._body_bytes > self.s.max_body_size:
             self._discard_upstream()
@@ -198,10 +236,22 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         else:
             conn.send(chunk)
-        return conn.drain()  # Tornado reads the next piece once Next has taken this one
+        if not conn.write_paused:
+            return None
+        return self._wait_for_upstream(conn)  # Tornado reads on once Next has taken this
+
+    async def _wait_for_upstream(self, conn: UpstreamConnection) -> None:
+        self._upstream_draining = True  # time spent here is Next's, not the client's
+        try:
+            await conn.drain()
+        finally:
+            self._upstream_draining = False
+            self._body_seen = asyncio.get_running_loop().time()
 
     def finish(self) -> None:
         """The request is fully read: answer it (in a task; Tornado does not await this)."""
+        self._request_read = True
+        self._body_watch_off()
         if self._responded:
             return
         self.client.set_close_callback(self.on_connection_close)
@@ -214,6 +264,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         # The client went away: abort the upstream request so Next stops producing for nobody.
         self._client_gone = True
+        self._body_watch_off()
         self._discard_upstream()
         self._log_access()
 
@@ -243,6 +294,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             assert conn is not None and outcome is not None
             if self._chunked_body:
                 conn.send(b"0\r\n\r\n")
+            conn.request_sent = True  # the whole request is out: the connection may be reused
             if not outcome.done():
                 self._watchdog_on()
             if await outcome:
@@ -344,6 +396,10 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             self._head_sent = True
             body = b"".join(self._pieces) if self._pieces else None
             self._pieces.clear()
+            if not self._request_read:
+                # Next answered before the request body was all here: Tornado closes the
+                # connection after this response rather than read the rest; say so.
+                headers["Connection"] = "close"
             if self._ended and body and "Content-Length" not in headers:
                 # The whole body is here: send it with a length rather than as chunks, which
                 # saves the separate write of the final empty chunk (framing is per hop).
@@ -412,6 +468,10 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
                 conn, self._reused = await self.s.pool.acquire(target)
             else:
                 conn, self._reused = await self.s.pool.acquire_new(target), False
+        except PoolBusy:
+            log.warning("upstream connection limit reached: %s %s refused", self.method, self.uri)
+            self._answer(503, "Service Unavailable", "The application server is busy.", 1)
+            return False
         except OSError as e:
             await self._upstream_unreachable(str(e))
             return False
@@ -426,7 +486,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         conn.start(self, self.method, self._upstream_head)
         return True
 
-    def _upstream_headers(self) -> httputil.HTTPHeaders:
+    def _upstream_headers(self) -> list[tuple[str, str]]:
         context = self.client.context
         peer = getattr(context, "remote_ip", "") or ""
         scheme = getattr(context, "protocol", "http") or "http"
@@ -434,8 +494,11 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         headers = self.s.forwarding.upstream_headers(
             self.headers, peer, scheme, host, self.s.public_port
         )
-        if self._chunked_body:  # stripped as hop-by-hop; the gateway frames the body itself
-            headers["Transfer-Encoding"] = "chunked"
+        # The gateway frames the body itself, as framing.py decided (never the client's words).
+        if self._chunked_body:
+            headers.append(("Transfer-Encoding", "chunked"))
+        elif self._framing.length or "Content-Length" in self.headers:
+            headers.append(("Content-Length", str(self._framing.length)))
         return headers
 
     def _discard_upstream(self) -> None:
@@ -480,6 +543,38 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         if self._conn is not None:
             self._conn.abort()  # _relay answers 504, or cuts a response already under way
         self._settle(False)
+
+    # -- request body timeout -----------------------------------------------------------------
+    #
+    # A client that trickles its body holds an upstream connection (and Next's parser) for as
+    # long as it likes; nginx's client_body_timeout is the model: the longest silence between
+    # two reads, not a deadline for the whole body, so a slow but steady upload still works.
+
+    def _body_watch_on(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._body_seen = loop.time()
+        self._body_timer = loop.call_at(self._body_seen + self.s.body_timeout, self._body_idle)
+
+    def _body_watch_off(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._body_timer = None
+        if self._request_read or self._client_gone:
+            return
+        deadline = self._body_seen + self.s.body_timeout
+        if self._upstream_draining or loop.time() < deadline:
+            self._body_timer = loop.call_at(max(deadline, loop.time() + 0.05), self._body_idle)
+            return
+        log.info("request body idle for %g s: %s %s", self.s.body_timeout, self.method, self.uri)
+        self._discard_upstream()
+        if self._head_sent:
+            self._abort_client()
+        else:
+            self._answer(408, "Request Timeout", "The request body stopped arriving.")
 
     # -- static fast path ---------------------------------------------------------------------
 
@@ -544,6 +639,10 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         out["Content-Length"] = str(len(body))
         out["Cache-Control"] = "no-store"
         out["Date"] = email.utils.formatdate(usegmt=True)
+        if not self._request_read:
+            # Answered before the request was read: Tornado closes the connection afterwards
+            # instead of reading a body nobody wants; a keep-alive client must know.
+            out["Connection"] = "close"
         if retry_after is not None:
             out["Retry-After"] = str(retry_after)
         sent = body if self.method != "HEAD" else b""

@@ -41,6 +41,15 @@ FORWARDING = frozenset(
 # Expect, which Tornado has already answered with 100 Continue before reading the body.
 NEVER_FORWARD = frozenset({"x-middleware-subrequest", "expect"})
 
+_XFF = frozenset({"x-forwarded-for"})
+
+# The request's framing: the gateway frames the body to Next itself (framing.py).
+FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+# A client's Connection header may not name these away: hop-by-hop abuse (``Connection:
+# Host``) would otherwise strip what Next needs to route or authenticate the request.
+PROTECTED = frozenset({"host", "cookie", "authorization", "content-type"})
+
 
 def _hop_by_hop_names(headers: HTTPHeaders) -> set[str]:
     named = {
@@ -113,26 +122,31 @@ class ForwardingPolicy:
         host: str,
         port: int,
         drop: frozenset[str] = frozenset(),
-    ) -> HTTPHeaders:
-        """Rewrite ``headers`` **in place** for the request to Next, and return them.
+    ) -> list[tuple[str, str]]:
+        """The request headers for Next, as a new list; ``headers`` is never modified.
 
-        ``drop`` names extra headers to leave out. Pass a copy to keep the original.
+        Tornado reads the request body by the very object it parsed (``Content-Length``,
+        ``Transfer-Encoding``, ``Expect``): rewriting it in place once let ``Connection:
+        Content-Length`` turn a body into a second, unseen request. Hop-by-hop headers, those
+        the client's Connection names (except :data:`PROTECTED`), the framing headers and
+        ``drop`` are left out; the caller adds its own framing.
         """
         trusted = self.is_trusted(peer)
+        removed = (_hop_by_hop_names(headers) - PROTECTED) | NEVER_FORWARD | FRAMING | drop
+        removed |= _XFF  # rebuilt below, with the peer appended
+        if not trusted:
+            removed |= FORWARDING
+        out = [(name, value) for name, value in headers.get_all() if name.lower() not in removed]
         prior = ", ".join(headers.get_list("X-Forwarded-For")) if trusted else ""
-        strip_hop_by_hop(headers)
-        removed = NEVER_FORWARD | drop if trusted else NEVER_FORWARD | drop | FORWARDING
-        for name in removed:
-            if name in headers:
-                del headers[name]
-        headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-        if "X-Forwarded-Proto" not in headers:
-            headers["X-Forwarded-Proto"] = scheme
-        if "X-Forwarded-Host" not in headers:
-            headers["X-Forwarded-Host"] = host
-        if "X-Forwarded-Port" not in headers:
-            headers["X-Forwarded-Port"] = str(port)
-        return headers
+        out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+        claimed = {name.lower() for name, _ in out} if trusted else set()
+        if "x-forwarded-proto" not in claimed:
+            out.append(("X-Forwarded-Proto", scheme))
+        if "x-forwarded-host" not in claimed:
+            out.append(("X-Forwarded-Host", host))
+        if "x-forwarded-port" not in claimed:
+            out.append(("X-Forwarded-Port", str(port)))
+        return out
 
 
 def in_networks(address: str, networks: Iterable[IPNetwork]) -> bool:

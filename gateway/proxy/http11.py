@@ -207,9 +207,10 @@ class ResponseParser:
         return True
 
 
-def request_head(method: str, target: str, headers: HTTPHeaders) -> bytes:
+def request_head(method: str, target: str, headers: HTTPHeaders | list[tuple[str, str]]) -> bytes:
     """The bytes of a request head. Header values come from Tornado's parser (which refuses
-    CR and LF) or from the gateway itself."""
+    CR, LF and NUL) or from the gateway itself."""
+    pairs = headers.get_all() if isinstance(headers, HTTPHeaders) else headers
     lines = [f"{method} {target} HTTP/1.1"]
-    lines.extend(f"{name}: {value}" for name, value in headers.get_all())
+    lines.extend(f"{name}: {value}" for name, value in pairs)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -66,6 +66,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser: ResponseParser | None = None
         self.sink: ExchangeSink | None = None
         self.keep_alive = False
+        self.request_sent = False
+        """The whole request (head and body) has been written: until then, a response that
+        completes early leaves Next waiting for body bytes, and the connection is not reused."""
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._reading_paused = False
@@ -78,6 +81,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = sink
         self.parser = ResponseParser(self, method)
         self.keep_alive = False
+        self.request_sent = False
         self.transport.write(head)
 
     def send(self, data: bytes) -> None:
@@ -102,14 +106,25 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     @property
+    def write_paused(self) -> bool:
+        """Next is not taking request bytes as fast as they come (see :meth:`drain`)."""
+        return self._write_paused and not self.closed
+
+    @property
     def response_started(self) -> bool:
         return self.parser is not None and self.parser.started
 
     @property
     def reusable(self) -> bool:
-        """True after a complete response on a connection both sides keep open."""
+        """True after a complete request and a complete response on a connection both sides
+        keep open. Anything less (Next answered before the body was all sent, framing in any
+        doubt) and the connection is closed: nginx's upstream keepalive has the same rule."""
         return (
-            not self.closed and self.keep_alive and self.parser is not None and self.parser.complete
+            not self.closed
+            and self.keep_alive
+            and self.request_sent
+            and self.parser is not None
+            and self.parser.complete
         )
 
     def recycle(self) -> None:
@@ -199,6 +214,10 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_lost(error)
 
 
+class PoolBusy(Exception):
+    """Every upstream connection the pool may have is in use, and none came free in time."""
+
+
 @dataclass
 class PoolStats:
     opened: int = 0
@@ -209,6 +228,10 @@ class PoolStats:
     """Pooled connections found closed by Next (or expired) instead of being reused."""
     in_use: int = 0
     idle: int = 0
+    waiting: int = 0
+    """Requests waiting for a connection (``max_connections`` reached)."""
+    refused_busy: int = 0
+    """Requests refused because no connection came free within ``queue_timeout``."""
 
 
 class UpstreamPool:
@@ -224,16 +247,75 @@ class UpstreamPool:
     The address is always a loopback IP literal: no resolver (and no resolver thread pool).
     """
 
-    def __init__(self, connect_timeout: float, max_idle: int, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        connect_timeout: float,
+        max_idle: int,
+        idle_timeout: float,
+        max_connections: int = 0,
+        queue_timeout: float = 10.0,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        """Connections in use at once (0: no limit); more requests wait, first come first
+        served, up to ``queue_timeout`` seconds, then :class:`PoolBusy`."""
+        self.queue_timeout = queue_timeout
         self.stats = PoolStats()
         self._idle: dict[tuple[str, int], deque[tuple[UpstreamConnection, float]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def _take_slot(self) -> None:
+        """Count one more connection in use, waiting for a free one at the limit."""
+        if not self.max_connections or (
+            self.stats.in_use < self.max_connections and not self._waiters
+        ):
+            self.stats.in_use += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.stats.waiting += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.queue_timeout)
+        except TimeoutError:
+            if waiter.done():  # handed a slot at the last moment: give it to the next one
+                self._free_slot()
+            waiter.cancel()
+            self.stats.refused_busy += 1
+            raise PoolBusy(f"{self.max_connections} upstream connections in use") from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._free_slot()
+            waiter.cancel()
+            raise
+        finally:
+            self.stats.waiting -= 1
+            if waiter in self._waiters:  # timed out or cancelled: no longer in the queue
+                self._waiters.remove(waiter)
+        # A slot was handed over by _free_slot: in_use already counts it.
+
+    def _free_slot(self) -> None:
+        """One connection is no longer in use: hand its slot to the first waiter, if any."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.stats.in_use -= 1
 
     async def acquire(self, target: tuple[str, int]) -> tuple[UpstreamConnection, bool]:
-        """A connection and whether it is a reused one; raises OSError on failure."""
+        """A connection and whether it is a reused one; raises OSError on failure, or
+        :class:`PoolBusy` at the connection limit."""
+        await self._take_slot()
+        try:
+            return self._pop_idle(target) or (await self.open(*target), False)
+        except BaseException:
+            self._free_slot()
+            raise
+
+    def _pop_idle(self, target: tuple[str, int]) -> tuple[UpstreamConnection, bool] | None:
         idle = self._idle.get(target)
         now = time.monotonic()
         while idle:
@@ -243,19 +325,21 @@ class UpstreamPool:
                 conn.abort()
                 continue
             self.stats.reused += 1
-            self.stats.in_use += 1
             return conn, True
-        return await self.acquire_new(target), False
+        return None
 
     async def acquire_new(self, target: tuple[str, int]) -> UpstreamConnection:
         """A fresh connection, never a pooled one (for a retry)."""
-        conn = await self.open(*target)
-        self.stats.in_use += 1
-        return conn
+        await self._take_slot()
+        try:
+            return await self.open(*target)
+        except BaseException:
+            self._free_slot()
+            raise
 
     def release(self, target: tuple[str, int], conn: UpstreamConnection) -> None:
         """Give a connection back; it is kept only if it can carry another request."""
-        self.stats.in_use -= 1
+        self._free_slot()
         idle = self._idle.setdefault(target, deque())
         if not conn.reusable or len(idle) >= self.max_idle:
             conn.abort()

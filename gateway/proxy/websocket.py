@@ -13,6 +13,7 @@ from typing import Any
 
 from tornado import httputil
 from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.httputil import HTTPHeaders
 from tornado.routing import Matcher
 from tornado.websocket import (
     WebSocketClientConnection,
@@ -21,6 +22,7 @@ from tornado.websocket import (
     websocket_connect,
 )
 
+from gateway.httpbase import GatewayHandler
 from gateway.proxy.headers import ForwardingPolicy, local_port
 from gateway.proxy.upstream import Upstream
 
@@ -50,7 +52,7 @@ class WebSocketUpgrade(Matcher):
         return None
 
 
-class WebSocketPassthrough(WebSocketHandler):
+class WebSocketPassthrough(GatewayHandler, WebSocketHandler):
     """Bridges one client WebSocket to the same path on the child."""
 
     def initialize(
@@ -70,14 +72,20 @@ class WebSocketPassthrough(WebSocketHandler):
             self.finish({"error": "service_unavailable", "detail": "the application is starting"})
             return
         req = self.request
-        headers = self.forwarding.upstream_headers(
-            req.headers.copy(),
+        if not req.uri or not req.uri.startswith("/"):
+            self.set_status(400)  # RFC 9112 §3.2: origin-form only (framing.check_target)
+            self.finish({"error": "bad_request", "detail": "origin-form targets only"})
+            return
+        headers = HTTPHeaders()
+        for name, value in self.forwarding.upstream_headers(
+            req.headers,
             req.remote_ip or "",
             req.protocol,
             req.host,
             local_port(req),
             drop=_HANDSHAKE,
-        )
+        ):
+            headers.add(name, value)
         headers["Host"] = req.host
         offered = [
             p.strip() for p in req.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
@@ -90,9 +98,18 @@ class WebSocketPassthrough(WebSocketHandler):
                 subprotocols=offered or None,
                 max_message_size=64 * 1024 * 1024,
             )
-        except HTTPClientError as e:  # the child refused the upgrade: pass its answer on
-            self.set_status(e.code)
-            self.finish(e.response.body if e.response is not None else b"")
+        except HTTPClientError as e:
+            if e.code == 599 or e.code < 400 or e.response is None:
+                # No answer at all (Tornado's 599), or one that is not a refusal (a page
+                # answered 200 to an upgrade it does not serve): the child is not a WebSocket
+                # server for this path.
+                status = 504 if "Timeout" in str(e) else 502
+                log.info("websocket upgrade for %s not accepted by the child: %s", req.uri, e)
+                self.set_status(status)
+                self.finish({"error": "bad_gateway" if status == 502 else "gateway_timeout"})
+                return
+            self.set_status(e.code)  # the child refused the upgrade: pass its answer on
+            self.finish(e.response.body)
             return
         except OSError as e:
             log.warning("websocket to the child failed for %s: %s", req.uri, e)
