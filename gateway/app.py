@@ -79,6 +79,7 @@ def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
         first_byte_timeout=pcfg.first_byte_timeout,
         idle_timeout=pcfg.idle_timeout,
         body_timeout=pcfg.body_timeout,
+        body_buffer=pcfg.body_buffer,
         public_port=port,
     )
 

@@ -155,6 +155,14 @@ class ProxyConfig:
         low=0.1,
         high=86400.0,
     )
+    body_buffer: int = setting(
+        65536,
+        doc="Request body bytes the gateway holds before it takes a connection to Next.js "
+        "(0: stream at once). A body that ends within it goes in one write with its head; a "
+        "client that trickles a small body never holds a connection to Next.",
+        low=0,
+        high=64 * 1024 * 1024,
+    )
     max_connections: int = setting(
         512,
         doc="Connections to Next.js in use at once (0: no limit). Further requests wait for "

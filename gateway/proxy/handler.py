@@ -75,6 +75,8 @@ class ProxySettings:
     idle_timeout: float
     body_timeout: float = 60.0
     """Longest silence while reading a request body (nginx's client_body_timeout)."""
+    body_buffer: int = 64 * 1024
+    """Request body bytes held before a connection to Next is taken (0: stream at once)."""
     public_port: int = 80
     """The gateway's port, for X-Forwarded-Port."""
     observer: ResponseObserver | None = None
@@ -143,6 +145,9 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_seen = 0.0
         self._upstream_draining = False
+        self._held: list[bytes] = []  # body received before the connection to Next is open
+        self._held_bytes = 0
+        self._opened = False  # a connection to Next was opened for this request
         self._asset: Asset | None = None
         self._answered = False  # the gateway answered itself (error or static)
         self._responded = False  # a complete response went out (or the connection was cut)
@@ -206,9 +211,12 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
                 self._answer_unavailable()
                 return None
             self._body_watch_on()
-            # The body streams as it arrives; Tornado answers `Expect: 100-continue` once the
-            # connection to Next is open, so a client sends nothing that has nowhere to go.
-            return self._open_upstream(allow_reuse=True)
+            if self.s.body_buffer <= 0:
+                return self._open_upstream(allow_reuse=True)  # Tornado answers 100 after it
+            # The body is held until s.body_buffer bytes or its end before a connection to
+            # Next is taken (nginx buffers whole bodies): a client that trickles a small body
+            # never pins one, and a small body leaves in one write with its head. Past that,
+            # it streams.
         return None
 
     def _expectation_met(self, expect: str, headers: httputil.HTTPHeaders) -> bool:
@@ -230,6 +238,12 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             self._answer(413, "Payload Too Large", self._too_large())
             return None
         conn = self._conn
+        if conn is None and not self._opened:
+            self._held.append(chunk)
+            self._held_bytes += len(chunk)
+            if self._held_bytes < self.s.body_buffer:
+                return None
+            return self._open_for_body()  # sends what is held; Tornado reads on after it
         if conn is None or conn.closed:
             return None  # Next is gone; answered once the body is read
         if self._chunked_body:
@@ -239,6 +253,9 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         if not conn.write_paused:
             return None
         return self._wait_for_upstream(conn)  # Tornado reads on once Next has taken this
+
+    async def _open_for_body(self) -> None:
+        await self._open_upstream(allow_reuse=True)
 
     async def _wait_for_upstream(self, conn: UpstreamConnection) -> None:
         self._upstream_draining = True  # time spent here is Next's, not the client's
@@ -287,6 +304,10 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             if self._conn is None:
                 if self._target is None:
                     self._answer_unavailable()
+                    return
+                if self._opened and self._has_body:
+                    # Next went away while the body streamed to it: it cannot be sent again.
+                    await self._upstream_unreachable("closed the connection during the body")
                     return
                 if not await self._open_upstream(allow_reuse=attempt == 1):
                     return
@@ -481,9 +502,15 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         if self._upstream_head is None:  # built once, reused by a retry
             self._upstream_head = request_head(self.method, self.uri, self._upstream_headers())
         self._conn = conn
+        self._opened = True
         self._outcome = asyncio.get_running_loop().create_future()
         self._sent_at = time.perf_counter()
-        conn.start(self, self.method, self._upstream_head)
+        head = self._upstream_head
+        if self._held:  # the body so far goes in the same write as the head
+            held = b"".join(self._held)
+            self._held.clear()
+            head += b"%x\r\n%s\r\n" % (len(held), held) if self._chunked_body else held
+        conn.start(self, self.method, head)
         return True
 
     def _upstream_headers(self) -> list[tuple[str, str]]:

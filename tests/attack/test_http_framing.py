@@ -72,9 +72,10 @@ def head(method: str, path: str, *lines: str, version: str = "HTTP/1.1") -> byte
 
 def test_early_answer_with_unsent_body_does_not_poison_the_pool(gw: GatewayProcess) -> None:
     for round_ in range(3):
-        # Next answers 404 at once, while still waiting for the 100000 announced bytes.
+        # Next answers 404 at once, while still waiting for most of the announced bytes (past
+        # the gateway's 64 KiB body buffer, so the request has gone to Next).
         with RawConnection(gw.port) as attacker:
-            attacker.send(head("POST", "/nonexistent", "Content-Length: 100000"))
+            attacker.send(head("POST", "/nonexistent", "Content-Length: 200000") + b"a" * 70000)
             reply = attacker.read_response("POST")
             assert reply.status == 404
             assert reply.headers["Connection"] == "close"  # the body will not be read
@@ -88,6 +89,28 @@ def test_early_answer_with_unsent_body_does_not_poison_the_pool(gw: GatewayProce
         seen = echo(reply.body)
         assert reply.status == 200 and seen["method"] == "GET"
         assert seen["headers"]["cookie"] == f"victim={round_}"  # type: ignore[index]
+
+
+def test_trickling_clients_hold_no_connection_to_next(gw: GatewayProcess) -> None:
+    before = gw.ready_state()
+    assert before is not None
+    conns = [RawConnection(gw.port) for _ in range(20)]
+    try:
+        for conn in conns:
+            conn.send(head("POST", "/api/upload", "Content-Length: 1000") + b"x")
+        time.sleep(0.5)
+        during = gw.ready_state()
+        assert during is not None
+        assert during["pool"]["in_use"] == 0
+        assert during["pool"]["opened"] == before["pool"]["opened"]
+        for conn in conns:  # a small body that ends goes to Next whole, in one piece
+            conn.sock.sendall(b"y" * 999)
+        for conn in conns:
+            reply = conn.read_response("POST")
+            assert reply.status == 200 and echo(reply.body)["length"] == 1000
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def test_refused_large_upload_does_not_stall_the_next_user(gw: GatewayProcess) -> None:
