@@ -4,7 +4,7 @@ Actions (the shape of Centrifugo's HTTP server API).
 Auth: ``X-API-Key: <key>`` or ``Authorization: apikey <key>``, compared in constant time, from
 peers in ``api.allowed_networks`` only (loopback by default). Replies are ``{"result": ...}`` or
 ``{"error": {"code": n, "message": "..."}}`` with HTTP 200, as Centrifugo does; a bad key is 401,
-a peer not allowed 403, a body that is not a JSON object 400.
+a peer not allowed 403, a body that is not a JSON object 400 (strict JSON: jsonsafe).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from tornado.web import RequestHandler
 
 from gateway.proxy.headers import ForwardingPolicy, in_networks, parse_networks
-from gateway.realtime import codes
+from gateway.realtime import codes, jsonsafe
 from gateway.realtime.broker import BrokerUnavailable, StreamPosition, Unrecoverable
 from gateway.realtime.codes import Disconnect, Error, ErrorReply
 from gateway.realtime.node import Node
@@ -217,9 +217,9 @@ class ApiHandler(RequestHandler):
             self._fail(401, "unauthorized", "missing or wrong API key")
             return
         try:
-            params = json.loads(self.request.body or b"{}")
-        except ValueError:
-            self._fail(400, "bad_request", "the body must be a JSON object")
+            params = jsonsafe.loads(self.request.body or b"{}")
+        except jsonsafe.JsonError as e:
+            self._fail(400, "bad_request", f"the body must be a JSON object: {e}")
             return
         if not isinstance(params, dict):
             self._fail(400, "bad_request", "the body must be a JSON object")

@@ -5,11 +5,16 @@ any algorithm not listed are refused, and the key is chosen by algorithm family 
 secret for HS*, the public key or JWKS for RS*/ES*/PS*), so a token signed with HMAC over the
 public key (the classic HS/RS confusion) cannot verify. JWKS keys are fetched off the event
 loop (PyJWKClient does blocking HTTP) and cached by PyJWKClient.
+
+Claims are decoded strictly (jsonsafe: no NaN, lone surrogates or deep nesting), and ``exp``,
+``nbf`` and ``iat`` must be finite numbers: PyJWT int()s them, so ``"exp": "9999999999"`` would
+otherwise pass, and ``"exp": true`` would read as 1970.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,7 +22,10 @@ from typing import Any
 
 import jwt
 
+from gateway.realtime import jsonsafe
 from gateway.realtime.protocol import Raw, raw
+
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 class TokenError(Exception):
@@ -71,9 +79,41 @@ def _load_public_key(value: str) -> str:
     return value
 
 
+class _StrictJWT(jwt.PyJWT):
+    """PyJWT, with the payload decoded by jsonsafe and the time claims checked before PyJWT
+    validates them. ``_decode_payload`` is PyJWT's documented hook for subclasses; it runs
+    after the signature is verified and before the claims are."""
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        try:
+            payload = jsonsafe.loads(decoded["payload"])
+        except jsonsafe.JsonError as e:
+            raise jwt.DecodeError(f"invalid payload: {e}") from None
+        if not isinstance(payload, dict):
+            raise jwt.DecodeError("the payload must be a JSON object")
+        for claim in _TIME_CLAIMS:
+            if claim in payload and not _is_time(payload[claim]):
+                raise jwt.DecodeError(f"{claim} must be a number of seconds")
+        return payload
+
+
+if not hasattr(jwt.PyJWT, "_decode_payload"):  # the override above would be silently skipped
+    raise ImportError("this PyJWT has no PyJWT._decode_payload: claims cannot be checked")
+
+
+def _is_time(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int no float can hold
+        return False
+
+
 class TokenVerifier:
     def __init__(self, settings: VerifierSettings) -> None:
         self.s = settings
+        self._jwt = _StrictJWT()
         self._public_key = _load_public_key(settings.public_key)
         self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
 
@@ -134,7 +174,7 @@ class TokenVerifier:
         if not self.s.audience:
             options["verify_aud"] = False
         try:
-            claims = jwt.decode(
+            claims = self._jwt.decode(
                 token,
                 key,
                 algorithms=[alg],

@@ -126,16 +126,14 @@ class ClientSession:
         self.last_seen = time.monotonic()
         self.ping_sent = None  # any frame answers a ping
         try:
-            commands = decode_commands(frame)
-            self.node.stats["commands_in"] += len(commands)
+            for command in decode_commands(frame):  # decoded one by one: see decode_commands
+                self.node.stats["commands_in"] += 1
+                await self._handle(command)
+                if self.state == "closed":
+                    return
         except ProtocolError as e:
             log.info("client %s (%s): bad frame: %s", self.id, self.transport.remote, e)
             self.disconnect(codes.BAD_REQUEST_DISCONNECT)
-            return
-        for command in commands:
-            if self.state == "closed":
-                return
-            await self._handle(command)
 
     def transport_closed(self) -> None:
         """The socket is gone (either side closed it)."""
@@ -147,10 +145,7 @@ class ClientSession:
     # -- commands -----------------------------------------------------------------------------
 
     async def _handle(self, cmd: Command) -> None:
-        if cmd.method is None:
-            if cmd.id:  # an id and no request: nothing we know
-                self._reply_error(cmd.id, codes.METHOD_NOT_FOUND)
-            return  # an empty command is a pong
+        # Every command counts, an empty one too: a frame of thousands of {} is a flood.
         if not self.rate.allow():
             self._limited += 1
             if self._limited > self.node.cfg.command_burst:
@@ -160,9 +155,13 @@ class ClientSession:
             return
         self._limited = 0
         if self.state != "connected" and cmd.method != "connect":
-            log.info("client %s: %s before connect", self.id, cmd.method)
+            log.info("client %s: %s before connect", self.id, cmd.method or "a command")
             self.disconnect(codes.BAD_REQUEST_DISCONNECT)
             return
+        if cmd.method is None:
+            if cmd.id:  # an id and no request: nothing we know
+                self._reply_error(cmd.id, codes.METHOD_NOT_FOUND)
+            return  # an empty command is a pong
         if cmd.method == "send":
             await self._send(cmd.params)
             return
@@ -385,7 +384,9 @@ class ClientSession:
                 result.update(await self._position_and_recovery(channel, params))
             if ns.join_leave:
                 await node.broker.publish_join(channel, info)
-        except (ErrorReply, BrokerUnavailable):
+        except BaseException:
+            # Whatever failed (a refusal, the engine, a bug, a cancellation), a subscription
+            # left registered would make every retry "already subscribed".
             await self._drop_subscription(channel, announce=False)
             raise
         if subscribe_data is not None:

@@ -8,20 +8,21 @@ A hook answers with JSON, one of::
     {"error": {"code": 403, "message": "not allowed"}} refuse this command (the client gets it)
     {"disconnect": {"code": 4001, "reason": "banned"}} close the connection
 
-Failures map to the protocol: a hook that times out, answers an HTTP error or not JSON, or a
-child that is not running, gives the client error 100 with ``temporary: true`` (the SDK retries).
+Failures map to the protocol: a hook that times out, answers an HTTP error or not strict JSON
+(jsonsafe: NaN, lone surrogates and deep nesting are not), or a child that is not running, gives
+the client error 100 with ``temporary: true`` (the SDK retries).
 Calls are asynchronous HTTP: a slow hook delays the client that asked, nobody else.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from gateway.realtime import jsonsafe
 from gateway.realtime.codes import Disconnect, DisconnectReply, Error, ErrorReply
 from gateway.realtime.protocol import encode
 
@@ -70,8 +71,8 @@ class HttpHooks:
             log.warning("%s hook %s answered HTTP %s", event, path, response.code)
             raise ErrorReply(UNAVAILABLE)
         try:
-            answer = json.loads(response.body or b"")
-        except ValueError:
+            answer = jsonsafe.loads(response.body or b"")
+        except jsonsafe.JsonError:
             answer = None
         if not isinstance(answer, dict):
             log.warning("%s hook %s did not answer a JSON object", event, path)

@@ -15,9 +15,11 @@ Nothing here does I/O or knows Tornado.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.realtime import jsonsafe
 from gateway.realtime.codes import Error
 
 METHODS = (
@@ -65,7 +67,9 @@ def raw(value: Any) -> Raw:
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    # allow_nan=False: NaN and Infinity are not JSON and JSON.parse throws on them; decoding
+    # refuses them (jsonsafe), this makes sure none is ever written to a client.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 @dataclass(slots=True)
@@ -75,15 +79,22 @@ class Command:
     params: dict[str, Any]
 
 
-def decode_commands(frame: str) -> list[Command]:
-    """Parse a frame into commands; raises ProtocolError for anything malformed."""
-    commands = []
+def decode_commands(frame: str) -> Iterator[Command]:
+    """The commands of a frame, each decoded when it is asked for: a session that closes on
+    the first (a command before connect, a flood) decodes nothing more of a frame that holds
+    thousands. Raises ProtocolError at the first malformed line, or at the end of a frame with
+    no command at all.
+
+    Strict JSON only (jsonsafe): NaN, Infinity, lone surrogates and deep nesting are malformed.
+    """
+    empty = True
     for line in frame.split("\n"):
-        if not line.strip():
+        if not line or line.isspace():
             continue
+        empty = False
         try:
-            obj = json.loads(line)
-        except ValueError as e:
+            obj = jsonsafe.loads(line)
+        except jsonsafe.JsonError as e:
             raise ProtocolError(f"invalid JSON: {e}") from None
         if not isinstance(obj, dict):
             raise ProtocolError("a command must be a JSON object")
@@ -98,10 +109,9 @@ def decode_commands(frame: str) -> list[Command]:
                     raise ProtocolError(f"{key} must be an object")
                 method, params = key, value
                 break  # the spec: the server takes the first request field that is set
-        commands.append(Command(cid, method, params))
-    if not commands:
+        yield Command(cid, method, params)
+    if empty:
         raise ProtocolError("empty frame")
-    return commands
 
 
 # -- encoding ---------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ channels with it. Redis Cluster or sharded pub/sub (SSUBSCRIBE) is the next step
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import secrets
@@ -46,6 +45,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.realtime import jsonsafe
 from gateway.realtime.broker import (
     BrokerEventHandler,
     BrokerUnavailable,
@@ -53,7 +53,7 @@ from gateway.realtime.broker import (
     StreamPosition,
     Unrecoverable,
 )
-from gateway.realtime.protocol import ClientInfo, Publication, Raw
+from gateway.realtime.protocol import ClientInfo, Publication, Raw, raw
 
 log = logging.getLogger("gateway.redis")
 
@@ -555,10 +555,16 @@ class RedisEngine:
             pub = _wire_publication(offset + b" " + body)
             pub.epoch = epoch.decode()
             handler.handle_publication(channel, pub)
-        elif kind == b"j":
-            handler.handle_join(channel, _wire_info(body))
-        elif kind == b"l":
-            handler.handle_leave(channel, _wire_info(body))
+        elif kind in (b"j", b"l"):
+            try:
+                info = _wire_info(body)
+            except ValueError as e:  # raised here, it would cost the pub/sub connection
+                log.warning("redis: dropped a bad %s event in %s: %s", kind.decode(), channel, e)
+                return
+            if kind == b"j":
+                handler.handle_join(channel, info)
+            else:
+                handler.handle_leave(channel, info)
 
     # -- PresenceManager ----------------------------------------------------------------------
 
@@ -601,7 +607,13 @@ class RedisEngine:
             )
         except (RedisError, OSError) as e:
             raise shard.command_failed(e) from None
-        return {flat[i].decode(): _wire_info(flat[i + 1]) for i in range(0, len(flat), 2)}
+        members = {}
+        for i in range(0, len(flat), 2):
+            try:
+                members[flat[i].decode()] = _wire_info(flat[i + 1])
+            except ValueError as e:
+                log.warning("redis: skipped a bad presence entry in %s: %s", channel, e)
+        return members
 
     async def stats(self, channel: str) -> tuple[int, int]:
         members = await self.get(channel)
@@ -642,16 +654,16 @@ def _wire_publication(item: bytes) -> Publication:
 
 
 def _wire_info(body: bytes) -> ClientInfo:
-    data = json.loads(body)
+    """A ClientInfo as ``ClientInfo.encoded()`` wrote it; JsonError (a ValueError) for anything
+    else: another process wrote it, so it is decoded as strictly as client input."""
+    data = jsonsafe.loads(body)
+    if not isinstance(data, dict):
+        raise jsonsafe.JsonError("client info must be an object")
     conn_info = data.get("conn_info")
     chan_info = data.get("chan_info")
     return ClientInfo(
         data.get("user", ""),
         data.get("client", ""),
-        Raw(json.dumps(conn_info, separators=(",", ":")).encode())
-        if conn_info is not None
-        else None,
-        Raw(json.dumps(chan_info, separators=(",", ":")).encode())
-        if chan_info is not None
-        else None,
+        raw(conn_info) if conn_info is not None else None,
+        raw(chan_info) if chan_info is not None else None,
     )

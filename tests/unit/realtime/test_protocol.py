@@ -26,7 +26,7 @@ def test_several_commands_per_frame_and_the_first_request_field_wins() -> None:
     frame = (
         '{"id":1,"connect":{"token":"t"}}\n{"id":2,"subscribe":{"channel":"a"},"publish":{}}\n{}'
     )
-    commands = decode_commands(frame)
+    commands = list(decode_commands(frame))
     assert [(c.id, c.method) for c in commands] == [(1, "connect"), (2, "subscribe"), (0, None)]
     assert commands[0].params == {"token": "t"}
 
@@ -45,7 +45,7 @@ def test_several_commands_per_frame_and_the_first_request_field_wins() -> None:
 )
 def test_malformed_frames_are_protocol_errors(frame: str) -> None:
     with pytest.raises(ProtocolError):
-        decode_commands(frame)
+        list(decode_commands(frame))
 
 
 def test_raw_json_is_spliced_not_reencoded() -> None:
