@@ -13,7 +13,6 @@ import asyncio
 import errno
 import logging
 import os
-import re
 import resource
 import secrets
 import signal
@@ -23,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tornado.httpserver import HTTPServer
-from tornado.iostream import IOStream, UnsatisfiableReadError
+from tornado.iostream import IOStream
 from tornado.netutil import bind_sockets
 from tornado.routing import PathMatches, Rule
 from tornado.web import Application
@@ -33,10 +32,11 @@ from gateway.config import GatewayConfig
 from gateway.errors import StartupError
 from gateway.metrics import GatewayMetrics, MetricsHandler, route_kind
 from gateway.observability import handler_logger
+from gateway.proxy.client_stream import ClientStream
 from gateway.proxy.handler import ProxyService, ProxySettings
 from gateway.proxy.headers import ForwardingPolicy
 from gateway.proxy.static import StaticAssets
-from gateway.proxy.upstream import NoDelayStream, UpstreamPool
+from gateway.proxy.upstream import UpstreamPool
 from gateway.proxy.websocket import WebSocketPassthrough, WebSocketUpgrade
 from gateway.realtime.api import ApiHandler, ServerApi
 from gateway.realtime.auth import TokenVerifier, VerifierSettings
@@ -258,41 +258,6 @@ def reserve_port(host: str, port: int) -> int:
         held.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
         _RESERVED.append(held)
     return int(port)
-
-
-class ClientStream(NoDelayStream):
-    """A client connection's stream that says why it is closed when a head is too large.
-
-    Tornado drops the connection when a request head exceeds ``max_header_size`` (or a chunk
-    size line its 64 bytes) without a word; a client then cannot tell a limit from a crash.
-    RFC 6585 §5: answer 431 for the head (400 for a chunk line), then close as before.
-    """
-
-    def _check_max_bytes(self, delimiter: bytes | re.Pattern[bytes], size: int) -> None:
-        try:
-            super()._check_max_bytes(delimiter, size)
-        except UnsatisfiableReadError:
-            # The request head is read with a regex; chunk size lines with a bytes delimiter.
-            self._refuse(_HEAD_TOO_LARGE if isinstance(delimiter, re.Pattern) else _BAD_CHUNK)
-            raise
-
-    def _refuse(self, answer: bytes) -> None:
-        try:
-            self.socket.send(answer)  # best effort: the connection is closed right after
-        except OSError:
-            pass
-
-
-def _plain_answer(status: str, text: str) -> bytes:
-    body = f'{{"error":"{text}"}}'.encode()
-    return (
-        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
-        "\r\nConnection: close\r\n\r\n"
-    ).encode() + body
-
-
-_HEAD_TOO_LARGE = _plain_answer("431 Request Header Fields Too Large", "headers_too_large")
-_BAD_CHUNK = _plain_answer("400 Bad Request", "bad_chunk_size")
 
 
 class GatewayHTTPServer(HTTPServer):

@@ -35,6 +35,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from gateway.observability import log_access
+from gateway.proxy.client_stream import ClientStream
 from gateway.proxy.framing import (
     NO_BODY,
     BodyFraming,
@@ -421,6 +422,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
                 # Next answered before the request body was all here: Tornado closes the
                 # connection after this response rather than read the rest; say so.
                 headers["Connection"] = "close"
+                self._linger()
             if self._ended and body and "Content-Length" not in headers:
                 # The whole body is here: send it with a length rather than as chunks, which
                 # saves the separate write of the final empty chunk (framing is per hop).
@@ -670,6 +672,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             # Answered before the request was read: Tornado closes the connection afterwards
             # instead of reading a body nobody wants; a keep-alive client must know.
             out["Connection"] = "close"
+            self._linger()
         if retry_after is not None:
             out["Retry-After"] = str(retry_after)
         sent = body if self.method != "HEAD" else b""
@@ -698,6 +701,11 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             return
         log.warning("upstream unreachable for %s %s: %s", self.method, self.uri, reason)
         self._answer(502, "Bad Gateway", "The application server did not answer.")
+
+    def _linger(self) -> None:
+        """Ask the client's stream to close lingering (see ClientStream.close_fd)."""
+        if self._has_body and isinstance(self.client.stream, ClientStream):
+            self.client.stream.linger_on_close = True
 
     def _too_large(self) -> str:
         return f"Request bodies are limited to {self.s.max_body_size} bytes."

@@ -15,8 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tornado.web import RequestHandler
-
+from gateway.httpbase import GatewayHandler
 from gateway.proxy.headers import ForwardingPolicy, in_networks, parse_networks
 from gateway.realtime import codes, jsonsafe
 from gateway.realtime.broker import BrokerUnavailable, StreamPosition, Unrecoverable
@@ -178,7 +177,7 @@ class ServerApi:
         return {"nodes": [self.node.info()]}
 
 
-class ApiHandler(RequestHandler):
+class ApiHandler(GatewayHandler):
     def initialize(
         self,
         api: ServerApi,

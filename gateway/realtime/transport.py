@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13
 
+from gateway.httpbase import GatewayHandler
 from gateway.realtime.client import ClientSession
 from gateway.realtime.node import Node
 
@@ -47,7 +48,7 @@ class _Protocol(WebSocketProtocol13):
         return super()._handle_message(opcode, data)
 
 
-class RealtimeWebSocket(WebSocketHandler):
+class RealtimeWebSocket(GatewayHandler, WebSocketHandler):
     def initialize(self, node: Node, allowed_origins: list[str]) -> None:
         self.node = node
         self.allowed_origins = allowed_origins

@@ -8,6 +8,7 @@ promptly and that the gateway's log holds no traceback.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -346,3 +347,23 @@ def test_upgrade_to_a_path_next_does_not_serve_as_a_socket_is_502(gw: GatewayPro
         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     )
     assert reply.status == 502, reply.body
+
+
+@pytest.mark.parametrize(
+    ("path", "size", "status"),
+    [("/api/echo", 5 * 1024 * 1024, 413), ("/nonexistent", 3 * 1024 * 1024, 404)],
+)
+def test_a_client_that_sends_its_whole_body_first_reads_the_early_answer(
+    gw: GatewayProcess, path: str, size: int, status: int
+) -> None:
+    # Python's http.client writes the whole body before it reads: closing with its bytes
+    # unread would reset the connection and destroy the answer (the gateway closes lingering).
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    try:
+        conn.request("POST", path, body=b"z" * size)
+        resp = conn.getresponse()
+        assert resp.status == status
+        assert resp.getheader("Connection") == "close"
+        resp.read()
+    finally:
+        conn.close()
