@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import itertools
 import json
+import time
 from dataclasses import dataclass, field
 
 import h11
@@ -165,6 +166,9 @@ def test_gateway_never_frames_a_request_differently_from_h11(
         names = {x.split(":", 1)[0].lower() for x in lines}
         assert "transfer-encoding" in names, (lines, version)
         assert "content-length" in names or version == "HTTP/1.0", (lines, version)
+    started = time.monotonic()
+    status, _, _ = next_gateway.request("/about", timeout=5)
+    assert status == 200 and time.monotonic() - started < 2.0  # still serving promptly
     assert "Traceback" not in next_gateway.log
 
 
