@@ -42,7 +42,7 @@ from gateway.realtime.api import ApiHandler, ServerApi
 from gateway.realtime.auth import TokenVerifier, VerifierSettings
 from gateway.realtime.broker import Broker, PresenceManager
 from gateway.realtime.codes import SHUTDOWN
-from gateway.realtime.hooks import HttpHooks
+from gateway.realtime.hooks import HookCaller, HttpHooks
 from gateway.realtime.memory import MemoryBroker, MemoryPresence
 from gateway.realtime.node import Node
 from gateway.realtime.redis import RedisEngine
@@ -97,7 +97,11 @@ def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
     return settings
 
 
-def make_node(cfg: GatewayConfig) -> Node:
+def make_node(
+    cfg: GatewayConfig,
+    hooks: HookCaller | None = None,
+    on_publish: Callable[[float], None] | None = None,
+) -> Node:
     """The realtime hub and its engine."""
     a = cfg.auth
     verifier = TokenVerifier(
@@ -120,7 +124,7 @@ def make_node(cfg: GatewayConfig) -> Node:
         broker, presence = engine, engine
     else:
         broker, presence = MemoryBroker(), MemoryPresence()
-    return Node(cfg.realtime, verifier, broker, presence, a.allow_anonymous)
+    return Node(cfg.realtime, verifier, broker, presence, a.allow_anonymous, hooks, on_publish)
 
 
 def uses_hooks(cfg: GatewayConfig) -> bool:
@@ -129,6 +133,7 @@ def uses_hooks(cfg: GatewayConfig) -> bool:
     return bool(
         rt.hooks.connect
         or rt.hooks.rpc
+        or rt.hooks.send
         or any(n.subscribe_hook or n.publish_hook for n in namespaces)
     )
 
@@ -140,19 +145,18 @@ def make_app(
     started: float,
     port: int,
     draining: Callable[[], bool] = lambda: False,
+    metrics: GatewayMetrics | None = None,
 ) -> tuple[Application, ProxySettings]:
     """The route table: the gateway's own paths first, everything else to Next.js."""
     proxy = make_proxy(cfg, supervisor, port)
-    metrics = GatewayMetrics()
+    metrics = metrics or GatewayMetrics()
     metrics.watch(supervisor, node, proxy.pool)
     proxy.observer = metrics
     proxy.access_log = cfg.log.access
-    node.on_publish = metrics.published
 
     def details() -> dict[str, object]:
-        snapshot = getattr(node.broker, "snapshot", None)
         out: dict[str, object] = {
-            "broker": snapshot() if snapshot is not None else {"kind": "memory", "state": "up"},
+            "broker": node.broker.snapshot(),
             "pool": proxy.pool.snapshot(),
         }
         if cfg.server.workers > 1:
@@ -369,14 +373,20 @@ class Gateway:
     def _serve(
         self, upstream: Any, sockets: list[socket.socket], port: int
     ) -> tuple[HTTPServer, Node, ProxySettings]:
-        node = self.node = make_node(self.cfg)
+        hooks = None
         if uses_hooks(self.cfg):
-            node.hooks = HttpHooks(
-                upstream.target, self.cfg.api.key, self.cfg.realtime.hooks.timeout
-            )
+            hooks = HttpHooks(upstream.target, self.cfg.api.key, self.cfg.realtime.hooks.timeout)
+        metrics = GatewayMetrics()
+        node = self.node = make_node(self.cfg, hooks, metrics.published)
         node.start()
         app, proxy = make_app(
-            self.cfg, upstream, node, time.monotonic(), port, draining=lambda: self.draining
+            self.cfg,
+            upstream,
+            node,
+            time.monotonic(),
+            port,
+            draining=lambda: self.draining,
+            metrics=metrics,
         )
         server = GatewayHTTPServer(
             app,

@@ -331,8 +331,26 @@ class NamespaceConfig:
     )
     allow_subscribe: bool = setting(True, doc="Connected users may subscribe.")
     allow_publish: bool = setting(False, doc="Subscribers may publish from the client.")
-    allow_presence: bool = setting(False, doc="Subscribers may ask for presence.")
-    allow_history: bool = setting(False, doc="Subscribers may ask for history.")
+    allow_presence: bool = setting(
+        False, doc="Subscribers may ask for presence (Centrifugo's allow_presence_for_subscriber)."
+    )
+    allow_presence_for_client: bool = setting(
+        False, doc="Any connected client may ask for presence, subscribed or not."
+    )
+    allow_presence_for_anonymous: bool = setting(
+        False,
+        doc="With allow_presence_for_client: anonymous connections (no user) may too.",
+    )
+    allow_history: bool = setting(
+        False, doc="Subscribers may ask for history (Centrifugo's allow_history_for_subscriber)."
+    )
+    allow_history_for_client: bool = setting(
+        False, doc="Any connected client may ask for history, subscribed or not."
+    )
+    allow_history_for_anonymous: bool = setting(
+        False,
+        doc="With allow_history_for_client: anonymous connections (no user) may too.",
+    )
     private: bool = setting(
         False, doc="Subscribing needs a subscription token (claims: sub, channel)."
     )
@@ -357,7 +375,13 @@ class HooksConfig:
     )
     rpc: str = setting(
         "",
-        doc="Path of a Next.js route handler answering client RPCs ('' = none).",
+        doc="Path of a Next.js route handler answering client RPCs ('' = none: RPCs get 108).",
+        check=_hook_path,
+    )
+    send: str = setting(
+        "",
+        doc="Path of a Next.js route handler told of client `send` messages ('' = none: a "
+        "`send` closes the connection with 3508, as Centrifugo does without a handler).",
         check=_hook_path,
     )
     timeout: float = setting(

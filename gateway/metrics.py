@@ -125,17 +125,16 @@ class _StateCollector(Collector):
             "Offset gaps that made subscribers recover.",
             stats["insufficient_state"],
         )
-        broker = node.broker
+        snap = node.broker.snapshot()
         yield _counter(
             "gateway_broker_errors",
             "Engine errors (Redis unreachable, commands failed).",
-            stats["broker_errors"] + getattr(broker, "errors", 0),
+            stats["broker_errors"] + snap.get("errors", 0),
         )
-        snap = getattr(broker, "snapshot", None)
         broker_up = GaugeMetricFamily(
             "gateway_broker_up", "1 when the realtime engine is reachable."
         )
-        broker_up.add_metric([], 1 if snap is None or snap().get("state") == "up" else 0)
+        broker_up.add_metric([], 1 if snap.get("state") == "up" else 0)
         yield broker_up
         pool = self.pool.snapshot()
         yield _gauge(

@@ -9,6 +9,7 @@ a peer not allowed 403, a body that is not a JSON object 400 (strict JSON: jsons
 
 from __future__ import annotations
 
+import fnmatch
 import hmac
 import json
 import logging
@@ -17,10 +18,11 @@ from typing import Any
 
 from gateway.httpbase import GatewayHandler
 from gateway.proxy.headers import ForwardingPolicy, in_networks, parse_networks
-from gateway.realtime import codes, jsonsafe
-from gateway.realtime.broker import BrokerUnavailable, StreamPosition, Unrecoverable
-from gateway.realtime.codes import Disconnect, Error, ErrorReply
+from gateway.realtime import codes, commands, jsonsafe
+from gateway.realtime.broker import BrokerUnavailable, Unrecoverable
+from gateway.realtime.codes import Error, ErrorReply
 from gateway.realtime.node import Node
+from gateway.realtime.policy import ChannelRules
 from gateway.realtime.protocol import Raw, encode, raw
 
 log = logging.getLogger("gateway.api")
@@ -40,80 +42,69 @@ METHODS = (
 
 
 class ServerApi:
-    """The API's operations, independent of HTTP (tested directly)."""
+    """The API's operations, independent of HTTP (tested directly). Parameters are decoded by
+    commands.py, with the same rules as the client protocol's."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            name: getattr(self, "m_" + name) for name in METHODS
+        }
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
-        handler: Callable[[dict[str, Any]], Awaitable[Any]] | None = getattr(
-            self, "m_" + method, None
-        )
-        if method not in METHODS or handler is None:
+        handler = self._methods.get(method)
+        if handler is None:
             raise ErrorReply(codes.METHOD_NOT_FOUND)
-        return await handler(params)
+        try:
+            return await handler(params)
+        except commands.BadRequest as e:
+            raise ErrorReply(e.error) from None
 
-    def _channel(self, params: dict[str, Any], key: str = "channel") -> str:
-        channel = params.get(key)
-        if not isinstance(channel, str) or not channel:
-            raise ErrorReply(Error(107, f"bad request: {key} is required"))
-        if self.node.namespace(channel) is None:
-            raise ErrorReply(codes.UNKNOWN_CHANNEL)
-        return channel
+    def _rules(self, channel: str) -> ChannelRules:
+        return self.node.namespaces.require(channel)
 
     async def m_publish(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = self._channel(params)
-        if "data" not in params:
-            raise ErrorReply(Error(107, "bad request: data is required"))
-        key = params.get("idempotency_key")
-        if key is not None and not isinstance(key, str):
-            raise ErrorReply(Error(107, "bad request: idempotency_key must be a string"))
-        tags = params.get("tags") or {}
-        if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
-            raise ErrorReply(Error(107, "bad request: tags must map strings to strings"))
+        req = commands.parse_publish(params)
+        self._rules(req.channel)
         position = await self.node.publish(
-            channel, raw(params["data"]), idempotency_key=key, tags=tags
+            req.channel,
+            raw(req.data),
+            idempotency_key=req.idempotency_key or None,
+            tags=req.tags,
         )
         return {"offset": position.offset, "epoch": position.epoch} if position else {}
 
     async def m_broadcast(self, params: dict[str, Any]) -> dict[str, Any]:
         channels = params.get("channels")
-        if not isinstance(channels, list) or "data" not in params:
-            raise ErrorReply(Error(107, "bad request: channels and data are required"))
-        data = raw(params["data"])
+        if not isinstance(channels, list):
+            raise commands.BadRequest("channels must be a list")
+        data = raw(commands.data(params, required=True))
         responses = []
         for channel in channels:
             try:
-                name = self._channel({"channel": channel})
-                position = await self.node.publish(name, data)
+                if not isinstance(channel, str) or not channel:
+                    raise commands.BadRequest("channels must be non-empty strings")
+                self._rules(channel)
+                position = await self.node.publish(channel, data)
                 result = {"offset": position.offset, "epoch": position.epoch} if position else {}
                 responses.append({"result": result})
+            except commands.BadRequest as e:
+                responses.append({"error": e.error.as_dict()})
             except ErrorReply as e:
                 responses.append({"error": e.error.as_dict()})
         return {"responses": responses}
 
     async def m_unsubscribe(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = self._channel(params)
-        user = params.get("user")
-        if not isinstance(user, str):
-            raise ErrorReply(Error(107, "bad request: user is required"))
-        await self.node.unsubscribe_user(channel, user, str(params.get("client", "")))
+        channel = commands.channel_name(params)
+        self._rules(channel)
+        user = commands.string(params, "user")
+        await self.node.unsubscribe_user(channel, user, commands.string(params, "client", ""))
         return {}
 
     async def m_disconnect(self, params: dict[str, Any]) -> dict[str, Any]:
-        user = params.get("user")
-        if not isinstance(user, str):
-            raise ErrorReply(Error(107, "bad request: user is required"))
-        spec = params.get("disconnect") or {}
-        code = spec.get("code", codes.FORCE_NO_RECONNECT.code) if isinstance(spec, dict) else None
-        reason = (
-            spec.get("reason", codes.FORCE_NO_RECONNECT.reason) if isinstance(spec, dict) else None
-        )
-        if not isinstance(code, int) or not 3000 <= code <= 4999 or not isinstance(reason, str):
-            raise ErrorReply(
-                Error(107, "bad request: disconnect needs a code in 3000-4999 and a reason")
-            )
-        self.node.disconnect_user(user, Disconnect(code, reason), str(params.get("client", "")))
+        user = commands.string(params, "user")
+        spec = commands.parse_disconnect(params.get("disconnect"), codes.FORCE_NO_RECONNECT)
+        self.node.disconnect_user(user, spec, commands.string(params, "client", ""))
         return {}
 
     async def m_presence(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -127,29 +118,18 @@ class ServerApi:
         return {"num_clients": clients, "num_users": users}
 
     def _presence_channel(self, params: dict[str, Any]) -> str:
-        channel = self._channel(params)
-        ns = self.node.namespace(channel)
-        if ns is None or not ns.presence:
+        req = commands.parse_channel(params)
+        if not self._rules(req.channel).presence.enabled:
             raise ErrorReply(codes.NOT_AVAILABLE)
-        return channel
+        return req.channel
 
     async def m_history(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = self._channel(params)
-        if self.node.history_options(channel) is None:
+        req = commands.parse_history(params)
+        if self._rules(req.channel).history_options is None:
             raise ErrorReply(codes.NOT_AVAILABLE)
-        limit = params.get("limit", 0)
-        since = params.get("since")
-        if not isinstance(limit, int) or isinstance(limit, bool):
-            raise ErrorReply(Error(107, "bad request: limit must be an integer"))
-        position = None
-        if isinstance(since, dict):
-            offset, epoch = since.get("offset", 0), since.get("epoch", "")
-            if not isinstance(offset, int) or not isinstance(epoch, str):
-                raise ErrorReply(Error(107, "bad request: since needs offset and epoch"))
-            position = StreamPosition(offset, epoch)
         try:
             pubs, top = await self.node.broker.history(
-                channel, position, limit, bool(params.get("reverse", False))
+                req.channel, req.since, req.limit, req.reverse
             )
         except Unrecoverable:
             raise ErrorReply(codes.UNRECOVERABLE_POSITION) from None
@@ -160,16 +140,15 @@ class ServerApi:
         }
 
     async def m_history_remove(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = self._channel(params)
+        channel = commands.channel_name(params)
+        self._rules(channel)
         await self.node.broker.remove_history(channel)
         return {}
 
     async def m_channels(self, params: dict[str, Any]) -> dict[str, Any]:
-        pattern = params.get("pattern", "")
+        pattern = commands.string(params, "pattern", "")
         channels = self.node.channels()
-        if isinstance(pattern, str) and pattern:
-            import fnmatch
-
+        if pattern:
             channels = {c: n for c, n in channels.items() if fnmatch.fnmatchcase(c, pattern)}
         return {"channels": {c: {"num_clients": n} for c, n in channels.items()}}
 

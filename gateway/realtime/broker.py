@@ -8,7 +8,7 @@ reaches local subscribers the same way whichever process published it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.realtime.protocol import ClientInfo, Publication
 
@@ -46,6 +46,17 @@ class BrokerEventHandler(Protocol):
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         """Someone unsubscribed from ``channel`` (on any process)."""
+
+    def events_lost(self, channels: list[str]) -> None:
+        """Events of these channels may have been missed (the broker reconnected): local
+        subscribers must recover them from history."""
+
+    def begin_batch(self) -> None:
+        """Several events follow in a row (a broker draining what it read): deliver them
+        together; :meth:`end_batch` follows."""
+
+    def end_batch(self) -> None:
+        """The batch begun by :meth:`begin_batch` is over."""
 
 
 class Broker(Protocol):
@@ -90,6 +101,13 @@ class Broker(Protocol):
 
     async def remove_history(self, channel: str) -> None:
         """Forget the channel's publications (its position stays)."""
+
+    def sweep(self) -> None:
+        """Called every minute: drop what expired (an engine whose store expires entries by
+        itself does nothing)."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"kind": ..., "state": "up"|"down", ...}`` for /_gateway/ready."""
 
     async def close(self) -> None:
         """Release resources."""

@@ -1,10 +1,14 @@
-"""One connection's session: the state machine behind a WebSocket.
+"""One connection's session: lifecycle and command dispatch.
 
-The transport feeds it text frames (:meth:`ClientSession.handle_frame`) and tells it when the
-socket closed (:meth:`ClientSession.transport_closed`); the session answers through its
+The transport feeds it text frames (:meth:`ClientSession.feed`) and tells it when the socket
+closed (:meth:`ClientSession.transport_closed`); the session answers through its
 :class:`~gateway.realtime.hub.Outbox` and asks the transport to close with a code. Commands of a
 connection are handled in order, one at a time (the transport does not read the next frame
 before the last one is handled), so replies and pushes keep their order.
+
+What is *not* here: parameter checks (commands.py: each command decoded once into a typed
+request), who may do what (policy.py: one set of rules per namespace), a subscription's state,
+buffer and recovery (subscription.py), hook payloads (hooks.py), wire encoding (protocol.py).
 
 States: ``connecting`` (socket open, no connect command yet: closed as stale after
 ``connect_timeout``) -> ``connected`` -> ``closed``.
@@ -16,35 +20,48 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from gateway.realtime import codes
-from gateway.realtime.auth import TokenExpired, TokenInvalid, ttl_seconds
-from gateway.realtime.broker import BrokerUnavailable, StreamPosition, Unrecoverable
+from gateway.config import RealtimeConfig
+from gateway.realtime import codes, commands
+from gateway.realtime.auth import TokenVerifier, ttl_seconds
+from gateway.realtime.broker import (
+    Broker,
+    BrokerUnavailable,
+    PresenceManager,
+    StreamPosition,
+    Unrecoverable,
+)
 from gateway.realtime.codes import Disconnect, DisconnectReply, ErrorReply
-from gateway.realtime.hub import FrameSink, Outbox
+from gateway.realtime.commands import BadRequest, Caller, SubscribeRequest
+from gateway.realtime.hooks import (
+    ConnectAnswer,
+    HookCaller,
+    connect_payload,
+    rpc_payload,
+    send_payload,
+)
+from gateway.realtime.hub import FrameSink, Hub, Outbox
+from gateway.realtime.policy import ChannelRules, Namespaces, verified
 from gateway.realtime.protocol import (
     PING,
     ClientInfo,
     Command,
     ProtocolError,
-    Publication,
     Raw,
     decode_commands,
     disconnect_push,
-    encode,
     error_reply,
     raw,
     reply,
+    unsubscribe_push,
 )
-
-if TYPE_CHECKING:
-    from gateway.realtime.node import Node
+from gateway.realtime.subscription import Subscription, position_and_recovery
 
 log = logging.getLogger("gateway.realtime")
-T = TypeVar("T")
 
 
 class Transport(FrameSink, Protocol):
@@ -55,16 +72,52 @@ class Transport(FrameSink, Protocol):
     def remote(self) -> str:
         """The peer, for logs."""
 
+    @property
+    def name(self) -> str:
+        """The transport's name in the protocol (``websocket``...), told to connect hooks."""
 
-@dataclass
-class _Subscription:
-    channel: str
-    recoverable: bool = False
-    expire_at: float | None = None
-    timer: asyncio.TimerHandle | None = None
-    server_side: bool = False
-    info: ClientInfo | None = None
-    buffer: list[tuple[int, bytes]] | None = field(default=None)
+
+class SessionRegistry(Protocol):
+    """What a session needs from the node that owns it (implemented by node.Node)."""
+
+    def client_connected(self, session: ClientSession) -> None:
+        """The session is connected: count it, heartbeat it, find it by user."""
+
+    def client_gone(self, session: ClientSession) -> None:
+        """The session is closed: forget it."""
+
+    async def subscribe(
+        self, channel: str, outbox: Outbox, buffer: list[tuple[int, bytes]] | None
+    ) -> None:
+        """Deliver the channel's messages to ``outbox`` (into ``buffer`` until it goes live)."""
+
+    async def unsubscribe(self, channel: str, outbox: Outbox) -> None:
+        """Stop delivering the channel's messages to ``outbox``."""
+
+    async def publish(
+        self, channel: str, data: Raw, info: ClientInfo | None = None
+    ) -> StreamPosition | None:
+        """Publish to every subscriber, in every process."""
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` without waiting for it; its failure is logged."""
+
+
+@dataclass(frozen=True)
+class SessionContext:
+    """The parts a session works with, built once by the node and shared by its sessions."""
+
+    cfg: RealtimeConfig
+    registry: SessionRegistry
+    hub: Hub
+    verifier: TokenVerifier
+    broker: Broker
+    presence: PresenceManager
+    namespaces: Namespaces
+    hooks: HookCaller | None
+    allow_anonymous: bool
+    version: str
+    stats: Counter[str]
 
 
 class RateLimiter:
@@ -89,9 +142,9 @@ class RateLimiter:
 
 class ClientSession:
     def __init__(
-        self, node: Node, transport: Transport, http_headers: dict[str, str] | None = None
+        self, ctx: SessionContext, transport: Transport, http_headers: dict[str, str] | None = None
     ) -> None:
-        self.node = node
+        self.ctx = ctx
         self.transport = transport
         self.http_headers = http_headers or {}
         """Headers of the upgrade request that hooks may need (cookie, user-agent, origin)."""
@@ -100,17 +153,36 @@ class ClientSession:
         self.conn_info: Raw | None = None
         self.state = "connecting"
         self.expire_at: float | None = None
-        self.subs: dict[str, _Subscription] = {}
+        self.subs: dict[str, Subscription] = {}
         self.last_seen = time.monotonic()
         self.ping_sent: float | None = None
-        self.rate = RateLimiter(node.cfg.command_rate, node.cfg.command_burst)
+        self.rate = RateLimiter(ctx.cfg.command_rate, ctx.cfg.command_burst)
         self._limited = 0
         self._expiry_timer: asyncio.TimerHandle | None = None
         loop = asyncio.get_running_loop()
         self._stale_timer: asyncio.TimerHandle | None = loop.call_later(
-            node.cfg.connect_timeout, self._stale
+            ctx.cfg.connect_timeout, self._stale
         )
-        self.outbox = Outbox(node.hub, transport, node.cfg.write_queue_max_bytes, self._slow)
+        self.outbox = Outbox(ctx.hub, transport, ctx.cfg.write_queue_max_bytes, self._slow)
+        self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "connect": lambda p: self._connect(commands.parse_connect(p)),
+            "refresh": lambda p: self._refresh(commands.parse_refresh(p)),
+            "subscribe": lambda p: self._subscribe_command(
+                commands.parse_subscribe(p, ctx.cfg.max_channel_length)
+            ),
+            "sub_refresh": lambda p: self._sub_refresh(commands.parse_sub_refresh(p)),
+            "unsubscribe": lambda p: self._unsubscribe(commands.parse_channel(p)),
+            "publish": lambda p: self._publish(commands.parse_publish(p)),
+            "presence": lambda p: self._presence(commands.parse_channel(p)),
+            "presence_stats": lambda p: self._presence_stats(commands.parse_channel(p)),
+            "history": lambda p: self._history(commands.parse_history(p)),
+            "rpc": lambda p: self._rpc(commands.parse_rpc(p)),
+            "ping": self._ping,
+        }
+
+    @property
+    def caller(self) -> Caller:
+        return Caller(self.id, self.user, self.conn_info)
 
     # -- from the transport -------------------------------------------------------------------
 
@@ -127,7 +199,7 @@ class ClientSession:
         self.ping_sent = None  # any frame answers a ping
         try:
             for command in decode_commands(frame):  # decoded one by one: see decode_commands
-                self.node.stats["commands_in"] += 1
+                self.ctx.stats["commands_in"] += 1
                 await self._handle(command)
                 if self.state == "closed":
                     return
@@ -142,13 +214,13 @@ class ClientSession:
         self.state = "closed"
         self._cleanup()
 
-    # -- commands -----------------------------------------------------------------------------
+    # -- dispatch -----------------------------------------------------------------------------
 
     async def _handle(self, cmd: Command) -> None:
         # Every command counts, an empty one too: a frame of thousands of {} is a flood.
         if not self.rate.allow():
             self._limited += 1
-            if self._limited > self.node.cfg.command_burst:
+            if self._limited > self.ctx.cfg.command_burst:
                 self.disconnect(codes.TOO_MANY_REQUESTS_DISCONNECT)
             elif cmd.id:
                 self._reply_error(cmd.id, codes.TOO_MANY_REQUESTS)
@@ -163,44 +235,46 @@ class ClientSession:
                 self._reply_error(cmd.id, codes.METHOD_NOT_FOUND)
             return  # an empty command is a pong
         if cmd.method == "send":
-            await self._send(cmd.params)
+            await self._guarded(self._send(commands.parse_send(cmd.params)))
             return
         if not cmd.id:
             self.disconnect(codes.BAD_REQUEST_DISCONNECT)  # a request without an id
             return
-        if cmd.method == "publish" and not self._publish_hooked(cmd):
+        if cmd.method == "publish" and not self._ordered_publish(cmd):
             # Publishes run side by side: with an engine that waits for a network round trip,
             # a burst goes out in one pipeline (they are issued in order, so they keep it).
             run_eagerly(self._run_command(cmd))
             return
         await self._run_command(cmd)
 
-    def _publish_hooked(self, cmd: Command) -> bool:
-        # With a publish hook, answers come back in any order: keep the connection's
-        # publications in order by handling them one after the other.
+    def _ordered_publish(self, cmd: Command) -> bool:
         channel = cmd.params.get("channel")
-        ns = self.node.namespace(channel) if isinstance(channel, str) else None
-        return bool(ns is not None and ns.publish_hook)
+        rules = self.ctx.namespaces.get(channel) if isinstance(channel, str) else None
+        return rules is not None and rules.ordered_publish
 
     async def _run_command(self, cmd: Command) -> None:
         assert cmd.method is not None
-        handler = getattr(self, "_cmd_" + cmd.method, None)
+        handler = self._handlers.get(cmd.method)
         if handler is None:
             self._reply_error(cmd.id, codes.METHOD_NOT_FOUND)
             return
         try:
             result = await handler(cmd.params)
+        except BadRequest as e:
+            log.info("client %s: %s: %s", self.id, cmd.method, e.detail)
+            self._reply_error(cmd.id, codes.BAD_REQUEST)
+            return
         except ErrorReply as e:
             self._reply_error(cmd.id, e.error)
             return
         except _Closed:
             return
         except DisconnectReply as e:
-            self.disconnect(e.disconnect)
+            self._disconnect_for(e)
             return
         except BrokerUnavailable as e:
             log.info("client %s: %s: engine unavailable: %s", self.id, cmd.method, e)
-            self.node.stats["broker_errors"] += 1
+            self.ctx.stats["broker_errors"] += 1
             self._reply_error(cmd.id, codes.INTERNAL)  # temporary: the SDK retries
             return
         except Exception:
@@ -210,103 +284,96 @@ class ClientSession:
         if result is not None and self.state != "closed":
             self.outbox.put(reply(cmd.id, cmd.method, result))
             if cmd.method in ("subscribe", "connect"):
-                self._release_buffers()
+                for sub in self.subs.values():
+                    sub.go_live(self.outbox, self.ctx.hub)
 
-    async def _cmd_connect(self, params: dict[str, Any]) -> dict[str, Any] | None:
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        """Run a command that has no reply (``send``): failures are logged, a disconnect
+        answer closes the connection."""
+        try:
+            await work
+        except DisconnectReply as e:
+            self._disconnect_for(e)
+        except (ErrorReply, BadRequest, BrokerUnavailable) as e:
+            log.info("client %s: send refused: %s", self.id, e)
+        except Exception:
+            log.exception("client %s: send failed", self.id)
+
+    def _disconnect_for(self, e: DisconnectReply) -> None:
+        if e.detail:
+            log.info("client %s (%s): %s", self.id, self.transport.remote, e.detail)
+        self.disconnect(e.disconnect)
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def _connect(self, req: commands.ConnectRequest) -> dict[str, Any]:
         if self.state == "connected":
             raise ErrorReply(codes.BAD_REQUEST)
-        token = params.get("token", "")
-        if not isinstance(token, str):
-            raise ErrorReply(codes.BAD_REQUEST)
+        ctx = self.ctx
         channels: list[str] = []
         connect_data: Any = None
-        if token:
-            creds = await self._verified(self.node.verifier.connection(token))
+        if req.token:
+            creds = await verified(ctx.verifier.connection(req.token))
             self.user, self.conn_info, self.expire_at = creds.user, creds.info, creds.expire_at
             channels = creds.channels
-        hook = self.node.cfg.hooks.connect
-        if hook and self.node.hooks is not None:
+        path = ctx.cfg.hooks.connect
+        if path and ctx.hooks is not None:
             # The app decides (it may know the user from the session cookie, without a token).
-            answer = await self.node.hooks.call(
-                hook,
-                "connect",
-                {
-                    "client": self.id,
-                    "transport": "websocket",
-                    "protocol": "json",
-                    "user": self.user,
-                    "authenticated": bool(token),
-                    "data": params.get("data"),
-                    "name": params.get("name", ""),
-                    "version": params.get("version", ""),
-                    "headers": self.http_headers,
-                },
+            payload = connect_payload(
+                self.id, self.user, req, self.transport.name, self.http_headers
             )
-            self._apply_connect_answer(answer)
-            channels = _strings(answer.get("channels"), channels)
-            connect_data = answer.get("data")
-        elif not token and not self.node.allow_anonymous:
+            answer = ConnectAnswer.parse(await ctx.hooks.call(path, "connect", payload))
+            if answer.user is not None:
+                self.user = answer.user
+            if answer.info is not None:
+                self.conn_info = answer.info
+            if answer.expire_at is not None:
+                self.expire_at = answer.expire_at
+            if answer.channels is not None:
+                channels = answer.channels
+            connect_data = answer.data
+        elif not req.token and not ctx.allow_anonymous:
             raise ErrorReply(codes.UNAUTHORIZED)
         if self.state == "closed":
             raise _Closed()
         self.state = "connected"
         self._cancel(self._stale_timer)
         self._stale_timer = None
-        self.node.client_connected(self)
-        result: dict[str, Any] = {"client": self.id, "version": self.node.version}
+        ctx.registry.client_connected(self)
+        result: dict[str, Any] = {"client": self.id, "version": ctx.version}
         if self.expire_at is not None:
             result["expires"] = True
             result["ttl"] = ttl_seconds(self.expire_at)
             self._schedule_expiry()
-        result["ping"] = int(self.node.cfg.ping_interval)
+        result["ping"] = int(ctx.cfg.ping_interval)
         result["pong"] = True
         if connect_data is not None:
             result["data"] = raw(connect_data)
-        if channels:
-            wanted = params.get("subs")
-            if not isinstance(wanted, dict):
-                wanted = {}
-            subs = {}
-            for channel in channels:
-                try:
-                    req = wanted.get(channel)
-                    if not isinstance(req, dict):
-                        req = {}
-                    subs[channel] = await self._subscribe(channel, req, server_side=True)
-                except ErrorReply as e:
-                    log.info(
-                        "client %s: server-side subscription to %s refused: %s",
-                        self.id,
-                        channel,
-                        e.error.message,
-                    )
-            if subs:
-                result["subs"] = subs
+        subs = {}
+        for channel in channels:
+            sub_req = req.subs.get(channel) or SubscribeRequest(channel)
+            try:
+                rules = ctx.namespaces.require(channel)
+                subs[channel] = await self._subscribe(rules, sub_req, server_side=True)
+            except ErrorReply as e:
+                log.info(
+                    "client %s: server-side subscription to %s refused: %s",
+                    self.id,
+                    channel,
+                    e.error.message,
+                )
+        if subs:
+            result["subs"] = subs
         return result
 
-    def _apply_connect_answer(self, answer: dict[str, Any]) -> None:
-        user = answer.get("user", self.user)
-        if not isinstance(user, str):
-            raise ErrorReply(codes.INTERNAL)
-        self.user = user
-        if "info" in answer:
-            self.conn_info = raw(answer["info"])
-        expire_at = answer.get("expire_at")
-        if isinstance(expire_at, (int, float)) and not isinstance(expire_at, bool):
-            self.expire_at = float(expire_at)
-
-    async def _cmd_refresh(self, params: dict[str, Any]) -> dict[str, Any]:
-        token = params.get("token")
-        if not isinstance(token, str) or not token:
-            raise ErrorReply(codes.BAD_REQUEST)
-        creds = await self._verified(self.node.verifier.connection(token))
+    async def _refresh(self, req: commands.TokenRequest) -> dict[str, Any]:
+        creds = await verified(self.ctx.verifier.connection(req.token))
         if creds.user != self.user:
-            self.disconnect(codes.INVALID_TOKEN)  # a token for somebody else
-            raise _Closed()
+            raise DisconnectReply(codes.INVALID_TOKEN, "refresh token for another user")
         self.expire_at = creds.expire_at
         if creds.info is not None:
             self.conn_info = creds.info
-        result: dict[str, Any] = {"client": self.id, "version": self.node.version}
+        result: dict[str, Any] = {"client": self.id, "version": self.ctx.version}
         self._cancel(self._expiry_timer)
         self._expiry_timer = None
         if self.expire_at is not None:
@@ -315,215 +382,98 @@ class ClientSession:
             self._schedule_expiry()
         return result
 
-    async def _cmd_subscribe(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = params.get("channel")
-        if not isinstance(channel, str) or not channel:
-            raise ErrorReply(codes.BAD_REQUEST)
-        return await self._subscribe(channel, params, server_side=False)
+    async def _ping(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    async def _subscribe_command(self, req: SubscribeRequest) -> dict[str, Any]:
+        return await self._subscribe(self.ctx.namespaces.require(req.channel), req)
 
     async def _subscribe(
-        self, channel: str, params: dict[str, Any], server_side: bool
+        self, rules: ChannelRules, req: SubscribeRequest, server_side: bool = False
     ) -> dict[str, Any]:
-        node = self.node
-        if len(channel) > node.cfg.max_channel_length:
-            raise ErrorReply(codes.BAD_REQUEST)
-        ns = node.namespace(channel)
-        if ns is None:
-            raise ErrorReply(codes.UNKNOWN_CHANNEL)
+        ctx, channel = self.ctx, req.channel
         if channel in self.subs:
             raise ErrorReply(codes.ALREADY_SUBSCRIBED)
-        if len(self.subs) >= node.cfg.max_channels_per_client:
+        if len(self.subs) >= ctx.cfg.max_channels_per_client:
             raise ErrorReply(codes.LIMIT_EXCEEDED)
-        expire_at = None
-        chan_info = None
-        subscribe_data: Any = None
-        token = params.get("token", "")
-        if not server_side and ns.subscribe_hook and node.hooks is not None:
-            # The app's route handler is the policy for this namespace.
-            answer = await node.hooks.call(
-                ns.subscribe_hook,
-                "subscribe",
-                {
-                    "client": self.id,
-                    "user": self.user,
-                    "channel": channel,
-                    "data": params.get("data"),
-                    "info": self.conn_info,
-                },
-            )
-            if "info" in answer:
-                chan_info = raw(answer["info"])
-            subscribe_data = answer.get("data")
-            if isinstance(answer.get("expire_at"), (int, float)):
-                expire_at = float(answer["expire_at"])
-        elif not server_side:
-            if ns.private or token:
-                if not isinstance(token, str) or not token:
-                    raise ErrorReply(codes.PERMISSION_DENIED)
-                grant = await self._verified(node.verifier.subscription(token))
-                if grant.channel != channel or grant.user != self.user:
-                    raise ErrorReply(codes.PERMISSION_DENIED)
-                expire_at, chan_info = grant.expire_at, grant.info
-            elif not ns.allow_subscribe:
-                raise ErrorReply(codes.PERMISSION_DENIED)
+        grant = None if server_side else await rules.subscribe.authorize(self.caller, req)
         if self.state == "closed":
             raise _Closed()
-        info = ClientInfo(self.user, self.id, self.conn_info, chan_info)
-        recoverable = ns.force_recovery
-        sub = _Subscription(channel, recoverable=recoverable, server_side=server_side, info=info)
-        # Until the reply is out, the channel's messages wait in this buffer: a push for a
-        # channel the client does not know yet would be dropped (or, worse, come first).
-        sub.buffer = []
+        info = ClientInfo(self.user, self.id, self.conn_info, grant.info if grant else None)
+        sub = Subscription(
+            channel, info, server_side=server_side, recoverable=rules.options.force_recovery
+        )
         self.subs[channel] = sub
         result: dict[str, Any] = {}
         try:
-            await node.subscribe(channel, self.outbox, sub.buffer)
-            if ns.presence:
-                await node.presence.add(channel, info)
-            if recoverable:
-                result.update(await self._position_and_recovery(channel, params))
-            if ns.join_leave:
-                await node.broker.publish_join(channel, info)
+            await ctx.registry.subscribe(channel, self.outbox, sub.buffer)
+            if rules.options.presence:
+                await ctx.presence.add(channel, info)
+            if sub.recoverable:
+                result.update(await position_and_recovery(ctx.broker, sub, req))
+            if rules.options.join_leave:
+                await ctx.broker.publish_join(channel, info)
         except BaseException:
             # Whatever failed (a refusal, the engine, a bug, a cancellation), a subscription
             # left registered would make every retry "already subscribed".
             await self._drop_subscription(channel, announce=False)
             raise
-        if subscribe_data is not None:
-            result["data"] = raw(subscribe_data)
-        if expire_at is not None:
-            sub.expire_at = expire_at
+        if grant is not None and grant.data is not None:
+            result["data"] = raw(grant.data)
+        if grant is not None and grant.expire_at is not None:
+            sub.expire_at = grant.expire_at
             result["expires"] = True
-            result["ttl"] = ttl_seconds(expire_at)
+            result["ttl"] = ttl_seconds(grant.expire_at)
             self._schedule_sub_expiry(sub)
         return result
 
-    async def _position_and_recovery(self, channel: str, params: dict[str, Any]) -> dict[str, Any]:
-        """The stream position for a recoverable subscription, and what the client missed."""
-        result: dict[str, Any] = {"recoverable": True}
-        if params.get("recover"):
-            result["was_recovering"] = True
-            offset, epoch = params.get("offset", 0), params.get("epoch", "")
-            if (
-                not isinstance(offset, int)
-                or isinstance(offset, bool)
-                or not isinstance(epoch, str)
-            ):
-                raise ErrorReply(codes.BAD_REQUEST)
-            try:
-                pubs, top = await self.node.broker.history(
-                    channel, StreamPosition(offset, epoch), limit=-1
-                )
-                result["recovered"] = True
-                if pubs:
-                    result["publications"] = [Raw(p.encoded()) for p in pubs]
-            except Unrecoverable:
-                # All or nothing: the client learns it cannot recover and reloads its state.
-                _, top = await self.node.broker.history(channel, None, limit=0)
-                result["recovered"] = False
-        else:
-            _, top = await self.node.broker.history(channel, None, limit=0)
-        result["epoch"] = top.epoch
-        if top.offset:
-            result["offset"] = top.offset
-        sub = self.subs.get(channel)
-        if sub is not None:
-            sub_top = top.offset
-            # Publications that arrived while this was being read and are already in the
-            # reply must not be sent twice: keep only later ones in the buffer.
-            if sub.buffer is not None:
-                sub.buffer[:] = [(o, m) for o, m in sub.buffer if o > sub_top or o == 0]
-        return result
-
-    def _release_buffers(self) -> None:
-        """A subscribe (or connect) reply is queued: release what arrived meanwhile for its
-        channels, then let them go live."""
-        for channel, sub in self.subs.items():
-            if sub.buffer is None:
-                continue
-            for _, message in sub.buffer:
-                self.outbox.put(message)
-            sub.buffer = None
-            self.node.hub.go_live(channel, self.outbox)
-
-    async def _cmd_unsubscribe(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = params.get("channel")
-        if not isinstance(channel, str):
-            raise ErrorReply(codes.BAD_REQUEST)
-        if channel in self.subs:
-            await self._drop_subscription(channel, announce=True)
+    async def _unsubscribe(self, req: commands.ChannelRequest) -> dict[str, Any]:
+        if req.channel in self.subs:
+            await self._drop_subscription(req.channel, announce=True)
         return {}
 
-    async def _cmd_sub_refresh(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel, token = params.get("channel"), params.get("token")
-        if not isinstance(channel, str) or not isinstance(token, str) or not token:
-            raise ErrorReply(codes.BAD_REQUEST)
-        sub = self.subs.get(channel)
+    async def _sub_refresh(self, req: commands.TokenRequest) -> dict[str, Any]:
+        sub = self.subs.get(req.channel)
         if sub is None:
             raise ErrorReply(codes.PERMISSION_DENIED)
-        grant = await self._verified(self.node.verifier.subscription(token))
-        if grant.channel != channel or grant.user != self.user:
+        grant = await verified(self.ctx.verifier.subscription(req.token))
+        if grant.channel != req.channel or grant.user != self.user:
             raise ErrorReply(codes.PERMISSION_DENIED)
-        self._cancel(sub.timer)
-        sub.timer, sub.expire_at = None, grant.expire_at
+        sub.cancel_timer()
+        sub.expire_at = grant.expire_at
         result: dict[str, Any] = {}
         if grant.expire_at is not None:
             result = {"expires": True, "ttl": ttl_seconds(grant.expire_at)}
             self._schedule_sub_expiry(sub)
         return result
 
-    async def _cmd_publish(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = params.get("channel")
-        if not isinstance(channel, str) or "data" not in params:
-            raise ErrorReply(codes.BAD_REQUEST)
-        ns = self.node.namespace(channel)
-        if ns is None:
-            raise ErrorReply(codes.UNKNOWN_CHANNEL)
-        data = params["data"]
-        if ns.publish_hook and self.node.hooks is not None:
-            answer = await self.node.hooks.call(
-                ns.publish_hook,
-                "publish",
-                {
-                    "client": self.id,
-                    "user": self.user,
-                    "channel": channel,
-                    "data": data,
-                    "info": self.conn_info,
-                },
-            )
-            data = answer.get("data", data)  # the app may replace what is published
-        elif not ns.allow_publish or channel not in self.subs:
-            raise ErrorReply(codes.PERMISSION_DENIED)
+    # -- channel operations -------------------------------------------------------------------
+
+    async def _publish(self, req: commands.PublishRequest) -> dict[str, Any]:
+        rules = self.ctx.namespaces.require(req.channel)
+        data = await rules.publish.authorize(self.caller, req, req.channel in self.subs)
         info = ClientInfo(self.user, self.id, self.conn_info)
-        await self.node.publish(channel, raw(data), info=info)
+        await self.ctx.registry.publish(req.channel, raw(data), info=info)
         return {}
 
-    async def _cmd_presence(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = self._channel_for_feature(params, "presence")
-        members = await self.node.presence.get(channel)
+    async def _presence(self, req: commands.ChannelRequest) -> dict[str, Any]:
+        self._allowed(req.channel, "presence")
+        members = await self.ctx.presence.get(req.channel)
         return {"presence": {cid: info.as_dict() for cid, info in members.items()}}
 
-    async def _cmd_presence_stats(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = self._channel_for_feature(params, "presence")
-        clients, users = await self.node.presence.stats(channel)
+    async def _presence_stats(self, req: commands.ChannelRequest) -> dict[str, Any]:
+        self._allowed(req.channel, "presence")
+        clients, users = await self.ctx.presence.stats(req.channel)
         return {"num_clients": clients, "num_users": users}
 
-    async def _cmd_history(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = self._channel_for_feature(params, "history")
-        limit = params.get("limit", 0)
-        reverse = bool(params.get("reverse", False))
-        since_raw = params.get("since")
-        if not isinstance(limit, int) or isinstance(limit, bool):
-            raise ErrorReply(codes.BAD_REQUEST)
-        since = None
-        if isinstance(since_raw, dict):
-            offset, epoch = since_raw.get("offset", 0), since_raw.get("epoch", "")
-            if not isinstance(offset, int) or not isinstance(epoch, str):
-                raise ErrorReply(codes.BAD_REQUEST)
-            since = StreamPosition(offset, epoch)
+    async def _history(self, req: commands.HistoryRequest) -> dict[str, Any]:
+        self._allowed(req.channel, "history")
         try:
-            pubs, top = await self.node.broker.history(channel, since, limit, reverse)
+            pubs, top = await self.ctx.broker.history(
+                req.channel, req.since, req.limit, req.reverse
+            )
         except Unrecoverable:
             raise ErrorReply(codes.UNRECOVERABLE_POSITION) from None
         result: dict[str, Any] = {"epoch": top.epoch}
@@ -533,69 +483,25 @@ class ClientSession:
             result["publications"] = [Raw(p.encoded()) for p in pubs]
         return result
 
-    async def _cmd_rpc(self, params: dict[str, Any]) -> dict[str, Any]:
-        method = params.get("method", "")
-        if not isinstance(method, str):
-            raise ErrorReply(codes.BAD_REQUEST)
-        hook = self.node.cfg.hooks.rpc
-        if hook and self.node.hooks is not None:
-            answer = await self.node.hooks.call(
-                hook,
-                "rpc",
-                {
-                    "client": self.id,
-                    "user": self.user,
-                    "method": method,
-                    "data": params.get("data"),
-                    "info": self.conn_info,
-                },
-            )
-            return {"data": raw(answer["data"])} if "data" in answer else {}
-        handler = self.node.rpc_handler
-        if handler is None:
-            raise ErrorReply(codes.METHOD_NOT_FOUND)
-        data = await handler(self, method, params.get("data"))
-        return {"data": data} if data is not None else {}
+    def _allowed(self, channel: str, feature: str) -> None:
+        rules = self.ctx.namespaces.require(channel)
+        access = rules.presence if feature == "presence" else rules.history
+        access.check(self.caller, channel in self.subs)
 
-    async def _cmd_ping(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {}
+    async def _rpc(self, req: commands.RpcRequest) -> dict[str, Any]:
+        path, hooks = self.ctx.cfg.hooks.rpc, self.ctx.hooks
+        if not path or hooks is None:
+            raise ErrorReply(codes.NOT_AVAILABLE)  # Centrifugo's answer without an RPC handler
+        answer = await hooks.call(path, "rpc", rpc_payload(self.caller, req))
+        return {"data": raw(answer["data"])} if "data" in answer else {}
 
-    async def _send(self, params: dict[str, Any]) -> None:
-        handler = self.node.message_handler
-        if handler is None:
+    async def _send(self, req: commands.SendRequest) -> None:
+        path, hooks = self.ctx.cfg.hooks.send, self.ctx.hooks
+        if not path or hooks is None:
             # The spec's answer to an asynchronous message nobody handles.
             self.disconnect(codes.NOT_AVAILABLE_DISCONNECT)
             return
-        await handler(self, params.get("data"))
-
-    def _channel_for_feature(self, params: dict[str, Any], feature: str) -> str:
-        channel = params.get("channel")
-        if not isinstance(channel, str):
-            raise ErrorReply(codes.BAD_REQUEST)
-        ns = self.node.namespace(channel)
-        if ns is None:
-            raise ErrorReply(codes.UNKNOWN_CHANNEL)
-        enabled = (
-            ns.presence if feature == "presence" else (ns.history_size > 0 and ns.history_ttl > 0)
-        )
-        if not enabled:
-            raise ErrorReply(codes.NOT_AVAILABLE)
-        allowed = ns.allow_presence if feature == "presence" else ns.allow_history
-        if not allowed or channel not in self.subs:
-            raise ErrorReply(codes.PERMISSION_DENIED)
-        return channel
-
-    async def _verified(self, verification: Awaitable[T]) -> T:
-        """A token's claims; an expired token is error 109 (the SDK fetches a new one), any
-        other problem disconnects with 3500 (terminal: a new token would not help)."""
-        try:
-            return await verification
-        except TokenExpired:
-            raise ErrorReply(codes.TOKEN_EXPIRED) from None
-        except TokenInvalid as e:
-            log.info("client %s (%s): invalid token: %s", self.id, self.transport.remote, e)
-            self.disconnect(codes.INVALID_TOKEN)
-            raise _Closed() from None
+        await hooks.call(path, "send", send_payload(self.caller, req))
 
     # -- server-initiated ---------------------------------------------------------------------
 
@@ -605,17 +511,18 @@ class ClientSession:
             self.ping_sent = time.monotonic()
             self.outbox.put(PING)
 
-    def push(self, message: bytes) -> None:
-        """An already-encoded push (e.g. an async message from the server API)."""
-        self.outbox.put(message)
-
     async def unsubscribe_by_server(self, channel: str, code: int, reason: str) -> None:
-        if channel in self.subs:
-            await self._drop_subscription(channel, announce=True)
-            body = {"code": code, "reason": reason}
-            self.outbox.put(
-                b'{"push":{"channel":%s,"unsubscribe":%s}}' % (encode(channel), encode(body))
-            )
+        """Unsubscribe with an unsubscribe push (codes >= 2500: the SDK subscribes again)."""
+        sub = self.subs.get(channel)
+        if sub is None:
+            return
+        if sub.server_side and code >= 2500:
+            # A server-side subscription cannot be subscribed again by the client (the SDK
+            # drops it): make it reconnect instead, and recover with the connect's subs.
+            self.disconnect(codes.INSUFFICIENT_STATE)
+            return
+        await self._drop_subscription(channel, announce=True)
+        self.outbox.put(unsubscribe_push(channel, code, reason))
 
     def disconnect(self, reason: Disconnect) -> None:
         """Tell the client why (a disconnect push) and close with that code."""
@@ -645,12 +552,12 @@ class ClientSession:
             self.transport.remote,
             self.outbox.queued_bytes,
         )
-        self.node.stats["slow_disconnects"] += 1
+        self.ctx.stats["slow_disconnects"] += 1
         self.disconnect(codes.SLOW)
 
     def _schedule_expiry(self) -> None:
         assert self.expire_at is not None
-        delay = self.expire_at - time.time() + self.node.expired_close_delay
+        delay = self.expire_at - time.time() + self.ctx.cfg.expired_close_delay
         self._expiry_timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._expired)
 
     def _expired(self) -> None:
@@ -658,14 +565,14 @@ class ClientSession:
         if self.expire_at is not None and time.time() >= self.expire_at:
             self.disconnect(codes.EXPIRED_CONNECTION)
 
-    def _schedule_sub_expiry(self, sub: _Subscription) -> None:
+    def _schedule_sub_expiry(self, sub: Subscription) -> None:
         assert sub.expire_at is not None
-        delay = sub.expire_at - time.time() + self.node.expired_close_delay
+        delay = sub.expire_at - time.time() + self.ctx.cfg.expired_close_delay
         sub.timer = asyncio.get_running_loop().call_later(
-            max(0.0, delay), lambda: self.node.background(self._sub_expired(sub))
+            max(0.0, delay), lambda: self.ctx.registry.background(self._sub_expired(sub))
         )
 
-    async def _sub_expired(self, sub: _Subscription) -> None:
+    async def _sub_expired(self, sub: Subscription) -> None:
         sub.timer = None
         if self.subs.get(sub.channel) is sub and sub.expire_at is not None:
             if time.time() >= sub.expire_at:
@@ -675,13 +582,14 @@ class ClientSession:
         sub = self.subs.pop(channel, None)
         if sub is None:
             return
-        self._cancel(sub.timer)
-        ns = self.node.namespace(channel)
-        await self.node.unsubscribe(channel, self.outbox)
-        if ns is not None and ns.presence:
-            await self.node.presence.remove(channel, self.id)
-        if announce and ns is not None and ns.join_leave and sub.info is not None:
-            await self.node.broker.publish_leave(channel, sub.info)
+        sub.cancel_timer()
+        ctx = self.ctx
+        rules = ctx.namespaces.get(channel)
+        await ctx.registry.unsubscribe(channel, self.outbox)
+        if rules is not None and rules.options.presence:
+            await ctx.presence.remove(channel, self.id)
+        if announce and rules is not None and rules.options.join_leave:
+            await ctx.broker.publish_leave(channel, sub.info)
 
     def _cleanup(self) -> None:
         self._cancel(self._stale_timer)
@@ -690,10 +598,10 @@ class ClientSession:
         self.outbox.close()
         channels = list(self.subs)
         for sub in self.subs.values():
-            self._cancel(sub.timer)
-        self.node.client_gone(self)
+            sub.cancel_timer()
+        self.ctx.registry.client_gone(self)
         if channels:
-            self.node.background(self._leave_all(channels))
+            self.ctx.registry.background(self._leave_all(channels))
 
     async def _leave_all(self, channels: list[str]) -> None:
         for channel in channels:
@@ -706,12 +614,6 @@ class ClientSession:
     def _cancel(timer: asyncio.TimerHandle | None) -> None:
         if timer is not None:
             timer.cancel()
-
-
-def _strings(value: Any, default: list[str]) -> list[str]:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    return default
 
 
 def run_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | None:
@@ -748,6 +650,4 @@ class _Closed(Exception):
     """The connection was closed while handling a command: no reply."""
 
 
-RpcHandler = Callable[[ClientSession, str, Any], Any]
-MessageHandler = Callable[[ClientSession, Any], Any]
-__all__ = ["ClientSession", "Publication", "RateLimiter"]
+__all__ = ["ClientSession", "RateLimiter", "SessionContext", "SessionRegistry"]

@@ -64,9 +64,11 @@ class Disconnect:
 class DisconnectReply(Exception):
     """Raised while handling a command: close the connection with this disconnect."""
 
-    def __init__(self, disconnect: Disconnect) -> None:
-        super().__init__(disconnect.reason)
+    def __init__(self, disconnect: Disconnect, detail: str = "") -> None:
+        super().__init__(detail or disconnect.reason)
         self.disconnect = disconnect
+        self.detail = detail
+        """Why, for the log (never sent to the client)."""
 
 
 CONNECTION_CLOSED = Disconnect(3000, "connection closed")

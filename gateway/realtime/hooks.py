@@ -17,18 +17,136 @@ Calls are asynchronous HTTP: a slow hook delays the client that asked, nobody el
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from gateway.realtime import jsonsafe
 from gateway.realtime.codes import Disconnect, DisconnectReply, Error, ErrorReply
-from gateway.realtime.protocol import encode
+from gateway.realtime.commands import (
+    BadRequest,
+    Caller,
+    ConnectRequest,
+    PublishRequest,
+    RpcRequest,
+    SendRequest,
+    SubscribeRequest,
+    parse_disconnect,
+)
+from gateway.realtime.protocol import Raw, encode, raw
 
 log = logging.getLogger("gateway.hooks")
 
 UNAVAILABLE = Error(100, "internal server error", temporary=True)
+NO_DEFAULT = Disconnect(0, "")  # parse_disconnect's default, never a valid answer
+
+
+class HookCaller(Protocol):
+    async def call(self, path: str, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Ask the app's route handler at ``path``; its result, or raises ErrorReply /
+        DisconnectReply per its answer."""
+
+
+# -- what each hook is sent: built here only (the TypeScript types in nextjs-app's
+# lib/realtime/route-hooks.ts are checked against these by tests/unit/realtime/test_hooks.py)
+
+
+def connect_payload(
+    client: str, user: str, req: ConnectRequest, transport: str, headers: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "client": client,
+        "transport": transport,
+        "protocol": "json",
+        "user": user,
+        "authenticated": bool(req.token),
+        "data": req.data,
+        "name": req.name,
+        "version": req.version,
+        "headers": headers,
+    }
+
+
+def subscribe_payload(caller: Caller, req: SubscribeRequest) -> dict[str, Any]:
+    return {**_who(caller), "channel": req.channel, "data": req.data}
+
+
+def publish_payload(caller: Caller, req: PublishRequest) -> dict[str, Any]:
+    return {**_who(caller), "channel": req.channel, "data": req.data}
+
+
+def rpc_payload(caller: Caller, req: RpcRequest) -> dict[str, Any]:
+    return {**_who(caller), "method": req.method, "data": req.data}
+
+
+def send_payload(caller: Caller, req: SendRequest) -> dict[str, Any]:
+    return {**_who(caller), "data": req.data}
+
+
+def _who(caller: Caller) -> dict[str, Any]:
+    return {"client": caller.client, "user": caller.user, "info": caller.info}
+
+
+# -- what a hook's result may carry -----------------------------------------------------------
+
+
+def _expire_at(result: dict[str, Any]) -> float | None:
+    value = result.get("expire_at")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        log.warning("hook answered a bad expire_at %r", value)
+        raise ErrorReply(UNAVAILABLE)
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ConnectAnswer:
+    user: str | None = None
+    """Who the connection is (None: keep the token's user)."""
+    info: Raw | None = None
+    expire_at: float | None = None
+    channels: list[str] | None = None
+    """Server-side subscriptions (None: keep the token's)."""
+    data: Any = None
+
+    @classmethod
+    def parse(cls, result: dict[str, Any]) -> ConnectAnswer:
+        user = result.get("user")
+        channels = result.get("channels")
+        if user is not None and not isinstance(user, str):
+            log.warning("connect hook answered a user that is not a string")
+            raise ErrorReply(UNAVAILABLE)
+        if channels is not None and not (
+            isinstance(channels, list) and all(isinstance(c, str) for c in channels)
+        ):
+            log.warning("connect hook answered channels that are not a list of strings")
+            raise ErrorReply(UNAVAILABLE)
+        return cls(
+            user=user,
+            info=raw(result["info"]) if "info" in result else None,
+            expire_at=_expire_at(result),
+            channels=channels,
+            data=result.get("data"),
+        )
+
+
+@dataclass(frozen=True)
+class SubscribeAnswer:
+    info: Raw | None = None
+    expire_at: float | None = None
+    data: Any = field(default=None)
+
+    @classmethod
+    def parse(cls, result: dict[str, Any]) -> SubscribeAnswer:
+        return cls(
+            info=raw(result["info"]) if "info" in result else None,
+            expire_at=_expire_at(result),
+            data=result.get("data"),
+        )
 
 
 class HttpHooks:
@@ -87,16 +205,24 @@ def interpret(answer: dict[str, Any], event: str, path: str) -> dict[str, Any]:
     """Map a hook's answer to a result, an error reply or a disconnect."""
     disconnect = answer.get("disconnect")
     if isinstance(disconnect, dict):
-        code, reason = disconnect.get("code"), disconnect.get("reason", "")
-        if isinstance(code, int) and 3000 <= code <= 4999 and isinstance(reason, str):
-            raise DisconnectReply(Disconnect(code, reason))
+        try:
+            spec = parse_disconnect(disconnect, NO_DEFAULT)
+        except BadRequest:
+            spec = NO_DEFAULT
+        if spec is not NO_DEFAULT and "code" in disconnect:
+            raise DisconnectReply(spec)
         log.warning("%s hook %s: bad disconnect %r", event, path, disconnect)
         raise ErrorReply(UNAVAILABLE)
     error = answer.get("error")
     if isinstance(error, dict):
         code, message = error.get("code"), error.get("message", "")
-        if isinstance(code, int) and code > 0 and isinstance(message, str):
-            raise ErrorReply(Error(code, message, bool(error.get("temporary", False))))
+        if (
+            isinstance(code, int)
+            and not isinstance(code, bool)
+            and code > 0
+            and isinstance(message, str)
+        ):
+            raise ErrorReply(Error(code, message, error.get("temporary") is True))
         log.warning("%s hook %s: bad error %r", event, path, error)
         raise ErrorReply(UNAVAILABLE)
     result = answer.get("result", {})

@@ -11,6 +11,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.realtime.broker import (
     BrokerEventHandler,
@@ -51,6 +52,9 @@ class MemoryBroker:
 
     def run(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"kind": "memory", "state": "up"}
 
     async def subscribe(self, channel: str) -> None:
         pass  # every publication of this process is already delivered to the handler
@@ -128,9 +132,6 @@ class MemoryBroker:
 
     async def close(self) -> None:
         self._streams.clear()
-
-    def channels_with_history(self) -> list[str]:
-        return [c for c in self._streams if self._live_stream(c) is not None]
 
     def _stream(self, channel: str, history: HistoryOptions, now: float) -> _Stream:
         stream = self._live_stream(channel, now)

@@ -12,38 +12,38 @@ import logging
 import time
 import zlib
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from gateway import __version__
-from gateway.config import NamespaceConfig, RealtimeConfig
+from gateway.config import RealtimeConfig
 from gateway.realtime import codes
 from gateway.realtime.auth import TokenVerifier
 from gateway.realtime.broker import Broker, HistoryOptions, PresenceManager, StreamPosition
-from gateway.realtime.client import ClientSession
+from gateway.realtime.client import ClientSession, SessionContext
 from gateway.realtime.codes import Disconnect
+from gateway.realtime.hooks import HookCaller
 from gateway.realtime.hub import Hub, Outbox
+from gateway.realtime.policy import Namespaces
 from gateway.realtime.protocol import (
     ClientInfo,
     Publication,
     Raw,
     channel_push_prefix,
-    encode,
     push,
 )
 
 log = logging.getLogger("gateway.realtime")
 
-RpcHandler = Callable[[ClientSession, str, Any], Awaitable[Raw | None]]
-MessageHandler = Callable[[ClientSession, Any], Awaitable[None]]
-
-
-class HookCaller(Protocol):
-    async def call(self, path: str, event: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Ask the app's route handler at ``path``; its result, or ErrorReply / DisconnectReply."""
-
 
 class Node:
+    """The hub and engine of one process; the :class:`SessionRegistry` of its sessions and the
+    :class:`BrokerEventHandler` of its broker.
+
+    Everything it works with is given to the constructor; sessions get the narrow
+    :class:`SessionContext` it builds once, never the node itself.
+    """
+
     def __init__(
         self,
         cfg: RealtimeConfig,
@@ -51,33 +51,40 @@ class Node:
         broker: Broker,
         presence: PresenceManager,
         allow_anonymous: bool = False,
+        hooks: HookCaller | None = None,
+        on_publish: Callable[[float], None] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.verifier = verifier
         self.broker = broker
         self.presence = presence
-        self.allow_anonymous = allow_anonymous
         self.version = __version__
-        self.expired_close_delay = cfg.expired_close_delay
         self.hub = Hub()
+        self.namespaces = Namespaces(cfg, verifier, hooks)
         self.clients: dict[str, ClientSession] = {}
         self.users: dict[str, set[ClientSession]] = {}
-        self.rpc_handler: RpcHandler | None = None
-        self.message_handler: MessageHandler | None = None
-        self.hooks: HookCaller | None = None
-        self.on_publish: Callable[[float], None] | None = None
+        self.on_publish = on_publish
         """Told how long each publication took (metrics)."""
         self.stats: Counter[str] = Counter()
         self.started = time.monotonic()
+        self.session_context = SessionContext(
+            cfg=cfg,
+            registry=self,
+            hub=self.hub,
+            verifier=verifier,
+            broker=broker,
+            presence=presence,
+            namespaces=self.namespaces,
+            hooks=hooks,
+            allow_anonymous=allow_anonymous,
+            version=self.version,
+            stats=self.stats,
+        )
         self._prefixes: dict[str, bytes] = {}
         self._positions: dict[str, tuple[int, str]] = {}  # last offset heard, per channel
         self._buckets: dict[int, set[ClientSession]] = {}
         self._pongs: deque[tuple[float, ClientSession, float]] = deque()
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        add_lost = getattr(broker, "add_lost_listener", None)
-        if add_lost is not None:
-            add_lost(self.events_lost)
         broker.run(self)
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -101,10 +108,6 @@ class Node:
             self._ticker.cancel()
         await self.broker.close()
 
-    def disconnect_all(self, reason: Disconnect) -> None:
-        for client in list(self.clients.values()):
-            client.disconnect(reason)
-
     async def shutdown(self, reason: Disconnect, spread: float) -> None:
         """Disconnect every client, in groups evenly over ``spread`` seconds: they reconnect
         (with the SDK's jittered backoff) to another process without arriving all at once,
@@ -123,18 +126,9 @@ class Node:
 
     # -- channels -----------------------------------------------------------------------------
 
-    def namespace(self, channel: str) -> NamespaceConfig | None:
-        """The options of ``channel``; None for an unknown namespace."""
-        name, colon, _ = channel.partition(":")
-        if not colon:
-            return self.cfg.default
-        return self.cfg.namespaces.get(name)
-
     def history_options(self, channel: str) -> HistoryOptions | None:
-        ns = self.namespace(channel)
-        if ns is None or not (ns.history_size and ns.history_ttl):
-            return None
-        return HistoryOptions(ns.history_size, ns.history_ttl)
+        rules = self.namespaces.get(channel)
+        return rules.history_options if rules is not None else None
 
     async def subscribe(
         self, channel: str, outbox: Outbox, buffer: list[tuple[int, bytes]] | None
@@ -204,7 +198,8 @@ class Node:
 
     def resync(self, channel: str) -> None:
         """Make every local subscriber of ``channel`` recover from history: unsubscribe push
-        2500 (insufficient state); the SDK subscribes again with its position."""
+        2500 (insufficient state), the SDK subscribes again with its position; a server-side
+        subscriber, which cannot, is disconnected with 3010 and recovers when it reconnects."""
         self._positions.pop(channel, None)
         for client in list(self.clients.values()):
             if channel in client.subs:
@@ -253,9 +248,7 @@ class Node:
             try:
                 self._heartbeat(second)
                 if second % 60 == 0:
-                    sweep = getattr(self.broker, "sweep", None)
-                    if sweep is not None:
-                        sweep()
+                    self.broker.sweep()
             except Exception:
                 log.exception("heartbeat failed")
 
@@ -297,7 +290,3 @@ class Node:
             "uptime": int(time.monotonic() - self.started),
             "num_subs": sum(len(c.subs) for c in self.clients.values()),
         }
-
-    def encode_message(self, data: Raw) -> bytes:
-        """An async ``message`` push for one client."""
-        return b'{"push":{"message":%s}}' % encode({"data": data})

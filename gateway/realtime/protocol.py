@@ -149,6 +149,11 @@ def channel_push_prefix(channel: str) -> bytes:
     return b'{"push":{"channel":%s,"pub":' % _dumps(channel)
 
 
+def unsubscribe_push(channel: str, code: int, reason: str) -> bytes:
+    """The server ended a subscription (codes >= 2500: the SDK subscribes again)."""
+    return push(channel, "unsubscribe", {"code": code, "reason": reason})
+
+
 def disconnect_push(code: int, reason: str, reconnect: bool) -> bytes:
     body = {"code": code, "reason": reason, "reconnect": reconnect}
     return b'{"push":{"disconnect":%s}}' % _dumps(body)

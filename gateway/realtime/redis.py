@@ -35,7 +35,6 @@ import random
 import secrets
 import time
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 from redis import asyncio as aioredis
@@ -286,11 +285,9 @@ class _Shard:
                     self._pubsub = None
             failures += 1
             delay = random.uniform(0, min(10.0, 0.2 * 2 ** min(failures, 10)))  # noqa: S311
-            self.engine.on_state()
             await asyncio.sleep(delay)
 
     async def _read(self) -> None:
-        self.engine.on_state()
         pubsub = self._pubsub
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
@@ -339,8 +336,6 @@ class RedisEngine:
         self.shards = [_Shard(url, i, self) for i, url in enumerate(urls)]
         self.ever_connected: dict[int, bool] = {}
         self.errors = 0  # connection and command failures, for the metrics
-        self._state_listeners: list[Callable[[], None]] = []
-        self._lost_listeners: list[Callable[[list[str]], None]] = []
         self._presence_local: dict[tuple[str, str], ClientInfo] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -373,6 +368,7 @@ class RedisEngine:
         return {
             "kind": "redis",
             "state": "up" if self.up else "down",
+            "errors": self.errors,
             "shards": [
                 {
                     "url": self.redacted(s.url),
@@ -383,31 +379,21 @@ class RedisEngine:
             ],
         }
 
-    def add_state_listener(self, callback: Callable[[], None]) -> None:
-        self._state_listeners.append(callback)
-
-    def add_lost_listener(self, callback: Callable[[list[str]], None]) -> None:
-        """``callback(channels)`` when events for these channels may have been missed."""
-        self._lost_listeners.append(callback)
+    def sweep(self) -> None:
+        pass  # Redis expires history and presence keys itself
 
     def begin_batch(self) -> None:
-        begin = getattr(self._handler, "begin_batch", None)
-        if begin is not None:
-            begin()
+        if self._handler is not None:
+            self._handler.begin_batch()
 
     def end_batch(self) -> None:
-        end = getattr(self._handler, "end_batch", None)
-        if end is not None:
-            end()
-
-    def on_state(self) -> None:
-        for callback in self._state_listeners:
-            callback()
+        if self._handler is not None:
+            self._handler.end_batch()
 
     def lost_events(self, pubsub_channels: list[str]) -> None:
         channels = [c[len(self._key("p", "")) :] for c in pubsub_channels]
-        for callback in self._lost_listeners:
-            callback(channels)
+        if self._handler is not None:
+            self._handler.events_lost(channels)
 
     @staticmethod
     def redacted(url: str) -> str:

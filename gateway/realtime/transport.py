@@ -87,7 +87,7 @@ class RealtimeWebSocket(GatewayHandler, WebSocketHandler):
             for name in ("Cookie", "User-Agent", "Origin", "Accept-Language")
             if name in self.request.headers
         }
-        self.session = ClientSession(self.node, self, headers)
+        self.session = ClientSession(self.node.session_context, self, headers)
 
     def on_message(self, message: str | bytes) -> asyncio.Future[None] | None:
         if self.session is None:
@@ -111,6 +111,8 @@ class RealtimeWebSocket(GatewayHandler, WebSocketHandler):
     @property
     def remote(self) -> str:
         return self.request.remote_ip or "-"
+
+    name = "websocket"
 
     def send_frame(self, payload: bytes, on_drained: Callable[[], None]) -> bool:
         conn = self.ws_connection

@@ -31,9 +31,12 @@ def token(
     return jwt.encode(payload, secret, algorithm=alg)
 
 
-def make_node(**realtime: Any) -> Node:
+def make_node(hooks: Any = None, **realtime: Any) -> Node:
+    """A node over the memory engine; ``realtime`` sets RealtimeConfig fields (``hook_paths``:
+    HooksConfig fields), ``hooks`` answers the proxy hooks."""
     namespaces = realtime.pop("namespaces", None)
     allow_anonymous = realtime.pop("allow_anonymous", False)
+    hook_paths = realtime.pop("hook_paths", {})
     cfg = RealtimeConfig(**realtime)
     cfg.namespaces = (
         namespaces
@@ -53,8 +56,10 @@ def make_node(**realtime: Any) -> Node:
             "closed": NamespaceConfig(allow_subscribe=False),
         }
     )
+    for key, value in hook_paths.items():
+        setattr(cfg.hooks, key, value)
     verifier = TokenVerifier(VerifierSettings(secret=SECRET))
-    return Node(cfg, verifier, MemoryBroker(), MemoryPresence(), allow_anonymous)
+    return Node(cfg, verifier, MemoryBroker(), MemoryPresence(), allow_anonymous, hooks)
 
 
 class FakeTransport:
@@ -67,6 +72,7 @@ class FakeTransport:
         self.drain_callbacks: list[Callable[[], None]] = []
 
     remote = "test"
+    name = "websocket"
 
     def send_frame(self, payload: bytes, on_drained: Callable[[], None]) -> bool:
         self.frames.append(payload)
@@ -93,7 +99,7 @@ class Conn:
 
     def __init__(self, node: Node) -> None:
         self.transport = FakeTransport()
-        self.session = ClientSession(node, self.transport)
+        self.session = ClientSession(node.session_context, self.transport)
         self._id = 0
 
     async def send(self, *commands: dict[str, Any]) -> list[int]:

@@ -33,6 +33,7 @@ class Handler:
     def __init__(self) -> None:
         self.pubs: list[tuple[str, int, bytes]] = []
         self.joins: list[tuple[str, str]] = []
+        self.lost: list[list[str]] = []
 
     def handle_publication(self, channel: str, pub: Publication) -> None:
         self.pubs.append((channel, pub.offset, pub.encoded()))
@@ -41,6 +42,13 @@ class Handler:
         self.joins.append((channel, info.user))
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None: ...
+
+    def events_lost(self, channels: list[str]) -> None:
+        self.lost.append(channels)
+
+    def begin_batch(self) -> None: ...
+
+    def end_batch(self) -> None: ...
 
 
 class Engine:

@@ -26,17 +26,16 @@ class FakeHooks:
 
 
 def hooked_node(answers: dict[str, dict[str, Any]], **namespace: Any) -> tuple[Any, FakeHooks]:
+    hooks = FakeHooks(answers)
     node = make_node(
+        hooks,
         namespaces={
             "room": NamespaceConfig(
                 subscribe_hook="/api/sub", publish_hook="/api/pub", **namespace
             ),
-        }
+        },
+        hook_paths={"connect": "/api/connect", "rpc": "/api/rpc", "send": "/api/send"},
     )
-    node.cfg.hooks.connect = "/api/connect"
-    node.cfg.hooks.rpc = "/api/rpc"
-    hooks = FakeHooks(answers)
-    node.hooks = hooks
     return node, hooks
 
 

@@ -335,6 +335,12 @@ async def test_a_bad_join_from_redis_is_dropped_not_raised() -> None:
         def handle_leave(self, *args: Any) -> None:
             self.events.append(args)
 
+        def events_lost(self, channels: list[str]) -> None: ...
+
+        def begin_batch(self) -> None: ...
+
+        def end_batch(self) -> None: ...
+
     engine = RedisEngine([f"redis://127.0.0.1:{free_port()}/0"], prefix="t")
     handler = Handler()
     engine.run(handler)
