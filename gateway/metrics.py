@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gateway.httpbase import GatewayHandler
-from gateway.proxy.headers import ForwardingPolicy, in_networks, parse_networks
+from gateway.netpolicy import TrustedProxies, in_networks, parse_networks
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -166,7 +166,7 @@ class MetricsHandler(GatewayHandler):
     """GET /_gateway/metrics in the Prometheus text format, for allowed networks only."""
 
     def initialize(
-        self, metrics: GatewayMetrics, allowed_networks: list[str], forwarding: ForwardingPolicy
+        self, metrics: GatewayMetrics, allowed_networks: list[str], forwarding: TrustedProxies
     ) -> None:
         self.metrics = metrics
         self.networks = parse_networks(allowed_networks)

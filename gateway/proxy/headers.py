@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable
-
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from gateway.netpolicy import TrustedProxies
 
 # RFC 9110 §7.6.1: hop-by-hop fields never cross a proxy, plus every field the message's own
 # Connection header names. Proxy-Connection and Keep-Alive are the historical spellings.
@@ -81,7 +78,7 @@ def strip_hop_by_hop(headers: HTTPHeaders) -> HTTPHeaders:
     return headers
 
 
-class ForwardingPolicy:
+class ForwardingPolicy(TrustedProxies):
     """Builds the request headers Next.js sees, with ``X-Forwarded-*`` from the gateway's view.
 
     From an untrusted peer, every forwarding header the client sent is dropped and replaced:
@@ -89,30 +86,6 @@ class ForwardingPolicy:
     ``trusted_proxies`` (nginx, a load balancer) they are kept, and the peer is appended to
     ``X-Forwarded-For``.
     """
-
-    def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
-        self._trusted = parse_networks(trusted_proxies)
-
-    def is_trusted(self, peer: str) -> bool:
-        return bool(self._trusted) and in_networks(peer, self._trusted)
-
-    def client_ip(self, peer: str, headers: HTTPHeaders) -> str:
-        """The client's address: the peer itself or, when the peer is a trusted proxy, the
-        nearest address in ``X-Forwarded-For`` that is not one (``X-Real-IP`` without it).
-        Access logs show it, and the metrics and API allowlists check it, so a request that
-        nginx forwards from the internet is not taken for a local one."""
-        if not self.is_trusted(peer):
-            return peer
-        hops = [
-            hop.strip()
-            for value in headers.get_list("X-Forwarded-For")
-            for hop in value.split(",")
-            if hop.strip()
-        ]
-        for hop in reversed(hops):
-            if not self.is_trusted(hop):
-                return hop
-        return hops[0] if hops else headers.get("X-Real-IP", "").strip() or peer
 
     def upstream_headers(
         self,
@@ -147,22 +120,6 @@ class ForwardingPolicy:
         if "x-forwarded-port" not in claimed:
             out.append(("X-Forwarded-Port", str(port)))
         return out
-
-
-def in_networks(address: str, networks: Iterable[IPNetwork]) -> bool:
-    """Whether ``address`` (an IP; IPv4-mapped IPv6 counts as IPv4) is in one of ``networks``;
-    anything that is not an IP address is in none."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in networks)
-
-
-def parse_networks(networks: Iterable[str]) -> list[IPNetwork]:
-    return [ipaddress.ip_network(n, strict=False) for n in networks]
 
 
 def local_port(request: HTTPServerRequest) -> int:

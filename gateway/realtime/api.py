@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.httpbase import GatewayHandler
-from gateway.proxy.headers import ForwardingPolicy, in_networks, parse_networks
+from gateway.netpolicy import TrustedProxies, in_networks, parse_networks
 from gateway.realtime import codes, commands, jsonsafe
 from gateway.realtime.broker import BrokerUnavailable, Unrecoverable
 from gateway.realtime.codes import Error, ErrorReply
@@ -162,12 +162,12 @@ class ApiHandler(GatewayHandler):
         api: ServerApi,
         key: str,
         allowed_networks: list[str],
-        forwarding: ForwardingPolicy | None = None,
+        forwarding: TrustedProxies | None = None,
     ) -> None:
         self.api = api
         self.key = key.encode()
         self.networks = parse_networks(allowed_networks)
-        self.forwarding = forwarding or ForwardingPolicy()
+        self.forwarding = forwarding or TrustedProxies()
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
