@@ -119,6 +119,11 @@ def _hook_path(value: str) -> str | None:
     return None
 
 
+def _delta_types(values: list[str]) -> str | None:
+    unknown = [v for v in values if v != "fossil"]
+    return f"{unknown[0]!r} is not a delta type (only 'fossil' is)" if unknown else None
+
+
 def _ip_networks(values: list[str]) -> str | None:
     for value in values:
         try:
@@ -353,6 +358,17 @@ class NamespaceConfig:
     )
     private: bool = setting(
         False, doc="Subscribing needs a subscription token (claims: sub, channel)."
+    )
+    allowed_delta_types: list[str] = setting(
+        factory=list,
+        doc="Delta compression subscribers may ask for: ['fossil'] or [] (needs "
+        "force_recovery, so that a gap cannot leave a client with a stale base).",
+        check=_delta_types,
+    )
+    delta_publish: bool = setting(
+        False,
+        doc="Publications go as fossil deltas against the previous one to subscribers that "
+        "negotiated delta (sent whole when the delta would not be smaller).",
     )
     subscribe_hook: str = setting(
         "",

@@ -87,9 +87,14 @@ class SessionRegistry(Protocol):
         """The session is closed: forget it."""
 
     async def subscribe(
-        self, channel: str, outbox: Outbox, buffer: list[tuple[int, bytes]] | None
+        self,
+        channel: str,
+        outbox: Outbox,
+        buffer: list[tuple[int, bytes]] | None,
+        delta: bool = False,
     ) -> None:
-        """Deliver the channel's messages to ``outbox`` (into ``buffer`` until it goes live)."""
+        """Deliver the channel's messages to ``outbox`` (into ``buffer`` until it goes live;
+        as fossil deltas with ``delta``)."""
 
     async def unsubscribe(self, channel: str, outbox: Outbox) -> None:
         """Stop delivering the channel's messages to ``outbox``."""
@@ -403,12 +408,16 @@ class ClientSession:
             raise _Closed()
         info = ClientInfo(self.user, self.id, self.conn_info, grant.info if grant else None)
         sub = Subscription(
-            channel, info, server_side=server_side, recoverable=rules.options.force_recovery
+            channel,
+            info,
+            server_side=server_side,
+            recoverable=rules.options.force_recovery,
+            delta=req.delta == "fossil" and rules.delta,
         )
         self.subs[channel] = sub
-        result: dict[str, Any] = {}
+        result: dict[str, Any] = {"delta": True} if sub.delta else {}
         try:
-            await ctx.registry.subscribe(channel, self.outbox, sub.buffer)
+            await ctx.registry.subscribe(channel, self.outbox, sub.buffer, sub.delta)
             if rules.options.presence:
                 await ctx.presence.add(channel, info)
             if sub.recoverable:

@@ -104,6 +104,9 @@ class Hub:
         # Subscribers whose subscription is being set up (recovery in flight): messages for
         # them are buffered with their offsets and merged once their reply is out.
         self._pending: dict[str, dict[Outbox, list[tuple[int, bytes]]]] = {}
+        # Subscribers that negotiated fossil deltas, by channel: True once they hold a base
+        # (they received a publication live), so the next one may go as a delta.
+        self._delta: dict[str, dict[Outbox, bool]] = {}
         self._dirty: list[Outbox] = []
         self._flush_scheduled = False
         self._overflowed: list[Outbox] = []
@@ -112,11 +115,18 @@ class Hub:
     # -- subscriptions ------------------------------------------------------------------------
 
     def add(
-        self, channel: str, outbox: Outbox, buffer: list[tuple[int, bytes]] | None = None
+        self,
+        channel: str,
+        outbox: Outbox,
+        buffer: list[tuple[int, bytes]] | None = None,
+        delta: bool = False,
     ) -> bool:
-        """Subscribe ``outbox``; with ``buffer``, messages go there until :meth:`go_live`.
+        """Subscribe ``outbox``; with ``buffer``, messages go there until :meth:`go_live`; with
+        ``delta``, publications reach it as :meth:`broadcast_delta` says.
         Returns True if it is the channel's first local subscriber."""
         first = channel not in self._live and channel not in self._pending
+        if delta:
+            self._delta.setdefault(channel, {})[outbox] = False
         if buffer is None:
             self._live.setdefault(channel, {})[outbox] = None
         else:
@@ -132,7 +142,7 @@ class Hub:
 
     def remove(self, channel: str, outbox: Outbox) -> bool:
         """Unsubscribe; True if the channel has no local subscriber left."""
-        for table in (self._live, self._pending):
+        for table in (self._live, self._pending, self._delta):
             subs = table.get(channel)
             if subs is not None and outbox in subs:
                 del subs[outbox]
@@ -160,6 +170,35 @@ class Hub:
         if pending:
             for buffer in pending.values():
                 buffer.append((offset, message))
+            count += len(pending)
+        return count
+
+    def has_delta(self, channel: str) -> bool:
+        """Whether a subscriber of ``channel`` negotiated deltas (then use broadcast_delta)."""
+        return channel in self._delta
+
+    def broadcast_delta(
+        self, channel: str, plain: bytes, whole: bytes, delta: bytes | None, offset: int = 0
+    ) -> int:
+        """Fan-out on a channel with delta subscribers: ``plain`` to the others; to a delta
+        subscriber ``delta`` (against the previous publication) once it holds that base, else
+        ``whole`` (the data as a JSON string). Still three encodings per publication, not one
+        per subscriber."""
+        based = self._delta.get(channel, {})
+        count = 0
+        subs = self._live.get(channel)
+        if subs:
+            for outbox in subs:
+                if outbox not in based:
+                    outbox.put(plain)
+                    continue
+                outbox.put(delta if based[outbox] and delta is not None else whole)
+                based[outbox] = True
+            count = len(subs)
+        pending = self._pending.get(channel)
+        if pending:
+            for outbox, buffer in pending.items():
+                buffer.append((offset, whole if outbox in based else plain))
             count += len(pending)
         return count
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import RealtimeConfig
-from gateway.realtime import codes
+from gateway.realtime import codes, fossil
 from gateway.realtime.auth import TokenVerifier
 from gateway.realtime.broker import Broker, HistoryOptions, PresenceManager, StreamPosition
 from gateway.realtime.client import ClientSession, SessionContext
@@ -80,6 +80,7 @@ class Node:
             stats=self.stats,
         )
         self._prefixes: dict[str, bytes] = {}
+        self._delta_base: dict[str, bytes] = {}  # data of the last publication, delta channels
         self._positions: dict[str, tuple[int, str]] = {}  # last offset heard, per channel
         self._buckets: dict[int, set[ClientSession]] = {}
         self._pongs: deque[tuple[float, ClientSession, float]] = deque()
@@ -131,15 +132,20 @@ class Node:
         return rules.history_options if rules is not None else None
 
     async def subscribe(
-        self, channel: str, outbox: Outbox, buffer: list[tuple[int, bytes]] | None
+        self,
+        channel: str,
+        outbox: Outbox,
+        buffer: list[tuple[int, bytes]] | None,
+        delta: bool = False,
     ) -> None:
-        if self.hub.add(channel, outbox, buffer):
+        if self.hub.add(channel, outbox, buffer, delta):
             await self.broker.subscribe(channel)
 
     async def unsubscribe(self, channel: str, outbox: Outbox) -> None:
         if self.hub.remove(channel, outbox):
             self._prefixes.pop(channel, None)
             self._positions.pop(channel, None)
+            self._delta_base.pop(channel, None)
             await self.broker.unsubscribe(channel)
 
     async def publish(
@@ -179,9 +185,34 @@ class Node:
         prefix = self._prefixes.get(channel)
         if prefix is None:
             prefix = self._prefixes[channel] = channel_push_prefix(channel)
-        # Encoded once, the same bytes for every subscriber (hub.py).
-        delivered = self.hub.broadcast(channel, prefix + pub.encoded() + b"}}", pub.offset)
+        if self.hub.has_delta(channel):
+            delivered = self._broadcast_delta(channel, prefix, pub)
+        else:
+            # Encoded once, the same bytes for every subscriber (hub.py).
+            delivered = self.hub.broadcast(channel, prefix + pub.encoded() + b"}}", pub.offset)
         self.stats["messages_out"] += delivered
+
+    def _broadcast_delta(self, channel: str, prefix: bytes, pub: Publication) -> int:
+        """A channel some subscribers of which negotiated fossil deltas: one delta per
+        publication, against the previous one, which every such subscriber that holds a base
+        received last (the hub delivers a channel's publications to each in order)."""
+        data = pub.data_json()
+        previous = self._delta_base.get(channel)
+        self._delta_base[channel] = data
+        delta = None
+        rules = self.namespaces.get(channel)
+        if previous is not None and rules is not None and rules.options.delta_publish:
+            candidate = fossil.create(previous, data)
+            if len(candidate) < len(data):  # else the whole data is no bigger
+                delta = prefix + pub.encoded_as_delta(candidate) + b"}}"
+                self.stats["delta_publications"] += 1
+        return self.hub.broadcast_delta(
+            channel,
+            prefix + pub.encoded() + b"}}",
+            prefix + pub.encoded_as_text() + b"}}",
+            delta,
+            pub.offset,
+        )
 
     def begin_batch(self) -> None:
         """The broker delivers several events in a row: flush them together (hub.hold)."""

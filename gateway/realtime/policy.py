@@ -157,6 +157,11 @@ class ChannelRules:
     history_options: HistoryOptions | None
 
     @property
+    def delta(self) -> bool:
+        """Subscribers may negotiate fossil deltas (centrifuge wants recovery on as well)."""
+        return "fossil" in self.options.allowed_delta_types and self.options.force_recovery
+
+    @property
     def ordered_publish(self) -> bool:
         """A hook answers publishes in any order: run a connection's one after the other."""
         return isinstance(self.publish, HookPublish)

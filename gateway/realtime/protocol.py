@@ -194,6 +194,9 @@ class Publication:
     time: int = 0  # Unix ms
     epoch: str = ""  # the stream's epoch (not encoded: the subscribe reply carries it)
     _json: bytes | None = None
+    from_wire: bool = False
+    """Built from another process's encoding (``_json``): ``data`` is not filled in, and
+    :meth:`data_json` reads it from there."""
 
     def encoded(self) -> bytes:
         """The ``Publication`` object as JSON, computed once."""
@@ -209,3 +212,31 @@ class Publication:
                 parts.append(b'"time":%d' % self.time)
             self._json = b"{" + b",".join(parts) + b"}"
         return self._json
+
+    # -- delta subscriptions (fossil.py): every data is a JSON string there ---------------------
+
+    def data_json(self) -> bytes:
+        """The data's JSON text, as in :meth:`encoded`."""
+        if not self.from_wire:
+            return self.data.json
+        text = self.encoded().decode()
+        _, end = _VALUE.raw_decode(text, len(_DATA_KEY))
+        return text[len(_DATA_KEY) : end].encode()
+
+    def encoded_as_text(self) -> bytes:
+        """The publication for a delta subscriber that gets it whole: ``data`` is a JSON
+        string holding the data's JSON text (the SDK parses it and keeps it as its base)."""
+        data = self.data_json()
+        return _DATA_KEY + _dumps(data.decode()) + self._after_data(data)
+
+    def encoded_as_delta(self, delta: bytes) -> bytes:
+        """The publication as a fossil delta against the previous one (``delta: true``)."""
+        data = self.data_json()
+        return _DATA_KEY + _dumps(delta.decode()) + b',"delta":true' + self._after_data(data)
+
+    def _after_data(self, data: bytes) -> bytes:
+        return self.encoded()[len(_DATA_KEY) + len(data) :]
+
+
+_DATA_KEY = b'{"data":'
+_VALUE = json.JSONDecoder()

@@ -634,7 +634,7 @@ def _wire_publication(item: bytes) -> Publication:
     """``<offset> <Publication JSON without offset>`` -> a Publication already encoded."""
     offset_text, _, body = item.partition(b" ")
     offset = int(offset_text)
-    pub = Publication(Raw(b"null"), offset=offset)
+    pub = Publication(Raw(b"null"), offset=offset, from_wire=True)
     pub._json = body[:-1] + b',"offset":%d}' % offset if offset else body
     return pub
 

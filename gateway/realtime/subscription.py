@@ -23,7 +23,7 @@ from gateway.realtime.broker import Broker, Unrecoverable
 from gateway.realtime.codes import ErrorReply
 from gateway.realtime.commands import SubscribeRequest
 from gateway.realtime.hub import Hub, Outbox
-from gateway.realtime.protocol import ClientInfo, Raw
+from gateway.realtime.protocol import ClientInfo, Publication, Raw
 
 
 @dataclass
@@ -34,6 +34,8 @@ class Subscription:
     """From the connection token's (or connect hook's) ``channels``: the client cannot
     subscribe again by itself, so a lost state means a reconnect (3010), not a resubscribe."""
     recoverable: bool = False
+    delta: bool = False
+    """Negotiated fossil deltas: every publication's data reaches it as a JSON string."""
     expire_at: float | None = None
     timer: asyncio.TimerHandle | None = None
     buffer: list[tuple[int, bytes]] | None = field(default_factory=list)
@@ -70,7 +72,10 @@ async def position_and_recovery(
             pubs, top = await broker.history(sub.channel, req.since, limit=-1)
             result["recovered"] = True
             if pubs:
-                result["publications"] = [Raw(p.encoded()) for p in pubs]
+                # A delta subscription gets them whole, as text: the SDK decodes every
+                # publication of such a subscription, the first one included.
+                encode = Publication.encoded_as_text if sub.delta else Publication.encoded
+                result["publications"] = [Raw(encode(p)) for p in pubs]
         except Unrecoverable:
             if req.reject_unrecovered:
                 # The client asked for 112 rather than a gap: it reloads its state (getState)

@@ -76,6 +76,7 @@ async function handle(cmd) {
           opts.token = cmd.token;
           opts.getToken = async () => subTokens[cmd.channel];
         }
+        if (cmd.delta) opts.delta = cmd.delta;
         const sub = client.newSubscription(cmd.channel, opts);
         watchSubscription(sub);
         sub.subscribe();
