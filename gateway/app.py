@@ -49,6 +49,7 @@ from gateway.realtime.redis import RedisEngine
 from gateway.realtime.transport import RealtimeWebSocket
 from gateway.status import HealthHandler, ReadyHandler, ReservedNotFoundHandler
 from gateway.supervisor import ChildState, ChildSupervisor
+from gateway.tasks import BackgroundTasks
 from gateway.workers import RemoteUpstream, WorkerPool, state_message
 
 log = logging.getLogger("gateway")
@@ -83,15 +84,13 @@ def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
         public_port=port,
     )
 
-    background: set[asyncio.Task[None]] = set()
+    background = BackgroundTasks("proxy")
 
     def on_child_state(state: ChildState) -> None:
         if state is not ChildState.RUNNING:
             pool.clear()  # idle connections to a child that is gone are dead
         elif static is not None:  # a restart may follow a new build
-            task = asyncio.get_running_loop().create_task(static.reload_if_changed())
-            background.add(task)
-            task.add_done_callback(background.discard)
+            background.spawn(static.reload_if_changed(), "reloading static assets")
 
     supervisor.add_listener(on_child_state)
     return settings

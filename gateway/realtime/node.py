@@ -32,6 +32,7 @@ from gateway.realtime.protocol import (
     channel_push_prefix,
     push,
 )
+from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger("gateway.realtime")
 
@@ -85,19 +86,12 @@ class Node:
         self._buckets: dict[int, set[ClientSession]] = {}
         self._pongs: deque[tuple[float, ClientSession, float]] = deque()
         self._ticker: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks("realtime node")
         broker.run(self)
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run ``coro`` without waiting for it (its exceptions are logged)."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed", exc_info=task.exception())
+        """Run ``coro`` without waiting for it (its failure is logged)."""
+        self._tasks.spawn(coro)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ from gateway.realtime.broker import (
     Unrecoverable,
 )
 from gateway.realtime.protocol import ClientInfo, Publication, Raw, raw
+from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger("gateway.redis")
 
@@ -338,12 +339,10 @@ class RedisEngine:
         self.errors = 0  # connection and command failures, for the metrics
         self._presence_local: dict[tuple[str, str], ClientInfo] = {}
         self._refresher: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks("redis engine")
 
     def background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
