@@ -11,11 +11,13 @@ CONFIG ?= config/gateway.yaml
 export NEXT_TELEMETRY_DISABLED := 1
 
 # What a `next build` depends on; a build older than any of these is rebuilt.
-APP_SOURCES := $(shell find $(APP) \( -path $(APP)/node_modules -o -path $(APP)/.next \) -prune \
+# (Not $(APP)/tests: the glue's vitest tests are no part of the build.)
+APP_SOURCES := $(shell find $(APP) \( -path $(APP)/node_modules -o -path $(APP)/.next \
+	-o -path $(APP)/tests \) -prune \
 	-o -type f \( -name '*.ts' -o -name '*.tsx' -o -name '*.js' -o -name '*.mjs' -o -name '*.css' \
 	-o -name '*.json' -o -path '$(APP)/public/*' \) -print 2>/dev/null | grep -v 'next-env.d.ts')
 
-.PHONY: run test build install install-test lint clean help
+.PHONY: run test build app-deps install install-test lint clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -55,6 +57,7 @@ $(VENV)/.installed-test: $(VENV)/.installed setup.py
 	@touch $@
 
 build: $(APP)/.next/BUILD_ID
+app-deps: $(APP)/node_modules/.package-lock.json
 
 $(APP)/node_modules/.package-lock.json: $(APP)/package.json $(APP)/package-lock.json
 	@command -v node >/dev/null || { echo "Node.js >= 20 is required: node is not on PATH"; exit 1; }

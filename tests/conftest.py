@@ -56,10 +56,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterat
 
 
 @pytest.fixture(scope="session")
-def next_build() -> Path:
-    """The bundled app, installed and built (once per session; `make build` knows when)."""
+def next_deps() -> Path:
+    """The bundled app's node_modules, as its lockfile says (`npm ci` when that changed)."""
     require(shutil.which("node") is not None, "node is not on PATH")
     require(shutil.which("make") is not None, "make is not on PATH")
+    result = subprocess.run(["make", "-s", "app-deps"], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(
+            f"installing nextjs-app's dependencies failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return NEXT_DIR
+
+
+@pytest.fixture(scope="session")
+def next_build(next_deps: Path) -> Path:
+    """The bundled app, installed and built (once per session; `make build` knows when)."""
     result = subprocess.run(["make", "-s", "build"], cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         pytest.fail(f"building nextjs-app failed:\n{result.stdout}\n{result.stderr}")

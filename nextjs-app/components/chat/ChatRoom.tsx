@@ -22,14 +22,23 @@ export function ChatRoom({ room, me }: { room: string; me: Me }) {
   const { publish, rpc } = useRealtime();
   const lastTypingSent = useRef(0);
 
-  useSubscription<ChatMessage>(
+  const [gapAt, setGapAt] = useState<number | null>(null);
+  // Each message arrives once, in order: the last 50 from history on join, live ones, and after
+  // a reconnect the ones missed meanwhile (recovered by the SDK: no history re-read). No
+  // de-duplication by id: a duplicate would be a bug to see, not to hide. When messages were
+  // missed beyond the room's history, the hook calls onGap and then reads the last 50 again.
+  const chat = useSubscription<ChatMessage>(
     `chat:${room}`,
     useCallback((pub: Publication<ChatMessage>) => {
-      setMessages((prev) =>
-        prev.some((m) => m.id === pub.data.id) ? prev : [...prev, pub.data].slice(-200),
-      );
+      setMessages((prev) => [...prev, pub.data].slice(-200));
     }, []),
-    { history: 50 },
+    {
+      history: 50,
+      onGap: useCallback(() => {
+        setMessages([]);
+        setGapAt(Date.now());
+      }, []),
+    },
   );
   useSubscription<Typing>(`typing:${room}`, (pub) => {
     const who = pub.info;
@@ -97,7 +106,17 @@ export function ChatRoom({ room, me }: { room: string; me: Me }) {
         {dice !== null && <p id="dice">You rolled {dice}.</p>}
       </aside>
       <section className="messages">
-        <ol id="messages">
+        {gapAt !== null && (
+          <p className="muted" id="gap-notice">
+            Some messages sent while you were away could not be recovered; these are the latest.
+          </p>
+        )}
+        <ol
+          id="messages"
+          data-state={chat.state}
+          data-was-recovering={String(chat.wasRecovering)}
+          data-recovered={String(chat.recovered)}
+        >
           {messages.map((m) => (
             <li key={m.id} className={m.from.id === me.id ? "mine" : ""}>
               <strong>{m.from.name}</strong> <span className="muted">{new Date(m.at).toLocaleTimeString()}</span>

@@ -1,12 +1,17 @@
 // Client-side entry point: import from "@/lib/realtime" in client components.
-// Server code (route handlers, Server Actions) imports "@/lib/realtime/server" and
-// "@/lib/realtime/hook" instead.
-export { RealtimeProvider, type ConnectionState } from "./RealtimeProvider";
+// Server code imports "@/lib/realtime/server" (the gateway's server API) and
+// "@/lib/realtime/route-hooks" (route handlers the gateway calls); both are server-only.
+export { RealtimeProvider, type RealtimeProviderProps } from "./RealtimeProvider";
+export type { ConnectionState, ConnectionStatus, RealtimeConnection } from "./connection";
 export {
   useConnectionState,
   usePresence,
   useRealtime,
+  useRealtimeConnection,
   useSubscription,
+  type Gap,
   type Member,
   type Publication,
-} from "./hooks";
+  type SubscriptionOptions,
+  type SubscriptionStatus,
+} from "./use-realtime";

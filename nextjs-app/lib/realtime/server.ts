@@ -1,6 +1,9 @@
 // Server-side helpers for route handlers and Server Actions: the gateway's server API, on
 // loopback, with GATEWAY_API_KEY. The gateway sets GATEWAY_INTERNAL_URL and the key for its
-// Next.js child. Never import this from client components (it reads server secrets).
+// Next.js child. `server-only` makes importing this from a client component a build error
+// (it reads server secrets).
+import "server-only";
+
 export class GatewayError extends Error {
   constructor(
     message: string,

@@ -1,7 +1,7 @@
 // Example connect hook (enable with realtime.hooks.connect: /api/realtime/connect): the browser
 // connects without a token, and this route identifies it from the session cookie that came
 // with the WebSocket upgrade.
-import { allow, cookieFrom, deny, gatewayHook, type ConnectRequest } from "@/lib/realtime/hook";
+import { allow, cookieFrom, deny, gatewayHook, type ConnectRequest } from "@/lib/realtime/route-hooks";
 import { COOKIE, decodeSession } from "@/lib/session";
 
 export const dynamic = "force-dynamic";

@@ -1,6 +1,6 @@
 // Example publish hook (enable with publish_hook: /api/realtime/publish on a namespace): the
 // app checks what a browser publishes and may replace it (here: trimmed, size-capped text).
-import { allow, deny, gatewayHook, type PublishRequest } from "@/lib/realtime/hook";
+import { allow, deny, gatewayHook, type PublishRequest } from "@/lib/realtime/route-hooks";
 
 export const dynamic = "force-dynamic";
 

@@ -1,6 +1,6 @@
 // The rpc hook (realtime.hooks.rpc in config/gateway.yaml): browsers call
 // `rpc("dice", {})` over their WebSocket; the gateway asks this route and relays the answer.
-import { allow, deny, gatewayHook, type RpcRequest } from "@/lib/realtime/hook";
+import { allow, deny, gatewayHook, type RpcRequest } from "@/lib/realtime/route-hooks";
 
 export const dynamic = "force-dynamic";
 

@@ -1,6 +1,6 @@
 // Example subscribe hook (enable with subscribe_hook: /api/realtime/subscribe on a namespace):
 // the app decides who may join which room, and may attach data to the subscription.
-import { allow, deny, gatewayHook, type SubscribeRequest } from "@/lib/realtime/hook";
+import { allow, deny, gatewayHook, type SubscribeRequest } from "@/lib/realtime/route-hooks";
 
 export const dynamic = "force-dynamic";
 

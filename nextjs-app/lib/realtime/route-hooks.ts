@@ -1,10 +1,12 @@
-// Writing the route handlers the gateway asks (realtime "proxy hooks", docs/hooks.md):
+// Writing the route handlers the gateway calls (realtime "proxy hooks", docs/hooks.md). Server
+// only; the React hooks are in use-realtime.ts.
 //
 //   export const POST = gatewayHook<RpcRequest>(async (req) =>
 //     req.method === "roll" ? allow({ data: { value: 4 } }) : deny(104, "method not found"));
 //
 // The gateway calls them over loopback with X-Gateway-Key (its API key); anything else gets
 // 403, so browsers cannot call a hook pretending to be the gateway.
+import "server-only";
 import { timingSafeEqual } from "node:crypto";
 
 export type ConnectRequest = {
@@ -23,6 +25,8 @@ export type ConnectRequest = {
 export type SubscribeRequest = { client: string; user: string; channel: string; data?: unknown; info?: unknown };
 export type PublishRequest = { client: string; user: string; channel: string; data: unknown; info?: unknown };
 export type RpcRequest = { client: string; user: string; method: string; data?: unknown; info?: unknown };
+/** A client `send` (no reply reaches the client). */
+export type SendRequest = { client: string; user: string; data?: unknown; info?: unknown };
 
 export type HookAnswer =
   | { result: Record<string, unknown> }
