@@ -16,96 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from conftest import require
-from playwright.sync_api import sync_playwright
-from support.procs import ROOT, GatewayProcess, wait_until
+from support.browser import ARTIFACTS, User, api, chat_gateway, chat_message, num_clients
+from support.procs import GatewayProcess, wait_until
 
-CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 STARTED = time.time()  # screenshots older than this run prove nothing
-ARTIFACTS = ROOT / "test-artifacts"
-API_KEY = "browser-test-api-key"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 @pytest.fixture(scope="module")
 def gw(next_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    config = yaml.safe_load((ROOT / "config" / "gateway.yaml").read_text())
-    config["next"]["dir"] = str(next_build)
-    env = {"WS_SECRET": "browser-test-secret-0123456789-abcdefghij", "GATEWAY_API_KEY": API_KEY}
-    with GatewayProcess(tmp_path_factory.mktemp("browser"), config, env=env) as gateway:
+    with chat_gateway(next_build, tmp_path_factory.mktemp("browser")) as gateway:
         gateway.wait_ready(60)
         yield gateway
-
-
-@pytest.fixture(scope="module", autouse=True)
-def browser() -> Iterator[Any]:
-    # autouse: checked before any other fixture, so without Chromium nothing is built or started.
-    require(
-        os.path.exists(CHROMIUM),
-        f"chromium not found at {CHROMIUM} (browser tests)",
-        "apt-get install chromium, or set GATEWAY_TEST_CHROMIUM to a Chromium binary",
-    )
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-def api(gw: GatewayProcess, method: str, **params: Any) -> dict[str, Any]:
-    return gw.api(method, API_KEY, **params)["result"]
-
-
-def num_clients(gw: GatewayProcess) -> int:
-    return int(api(gw, "info")["nodes"][0]["num_clients"])
-
-
-class User:
-    """A browser context signed in as `name`, on the chat page."""
-
-    def __init__(self, browser: Any, gw: GatewayProcess, name: str) -> None:
-        self.name = name
-        self.context = browser.new_context()
-        self.context.set_default_timeout(15_000)
-        self.sockets: list[str] = []
-        self.page = self.open(gw, "/signin?next=/chat")
-        self.page.fill("input[name=name]", name)
-        self.page.click("button[type=submit]")
-        self.page.wait_for_url("**/chat")
-        self.wait_connected()
-
-    def open(self, gw: GatewayProcess, path: str) -> Any:
-        page = self.context.new_page()
-        page.on("websocket", lambda ws: self.sockets.append(ws.url))
-        page.goto(gw.url(path))
-        return page
-
-    def wait_connected(self) -> None:
-        self.page.wait_for_selector('#connection-badge[data-state="connected"]')
-
-    def shot(self, name: str) -> None:
-        self.page.screenshot(
-            path=str(ARTIFACTS / f"chat-{name}-{self.name.lower()}.png"), full_page=True
-        )
-
-    def say(self, text: str) -> None:
-        self.page.fill("#message-input", text)
-        self.page.click("form button[type=submit]")
-
-    def sees(self, text: str, timeout: float = 10_000) -> float:
-        started = time.monotonic()
-        self.page.wait_for_selector(f"#messages li:has-text('{text}')", timeout=timeout)
-        return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -191,12 +112,7 @@ def test_chat_survives_a_nextjs_crash(users: tuple[User, User], gw: GatewayProce
         gw,
         "publish",
         channel="chat:lobby",
-        data={
-            "id": "server-1",
-            "text": "published while Next.js restarts",
-            "from": {"id": "srv", "name": "Server"},
-            "at": 0,
-        },
+        data=chat_message("server-1", "published while Next.js restarts"),
     )
     ada.sees("published while Next.js restarts", timeout=3_000)
     bob.sees("published while Next.js restarts", timeout=3_000)
