@@ -202,3 +202,36 @@ async def test_http_hooks_map_slow_broken_and_missing_apps_to_temporary_errors()
         hooks.close()
     finally:
         server.stop()
+
+
+def typescript_fields(type_name: str) -> set[str]:
+    """Property names of ``export type <type_name> = {...}`` in route-hooks.ts."""
+    import re
+    from pathlib import Path
+
+    source = (
+        Path(__file__).resolve().parents[3] / "nextjs-app" / "lib" / "realtime" / "route-hooks.ts"
+    ).read_text()
+    match = re.search(rf"export type {type_name} = \{{(.*?)\}};", source, re.S)
+    assert match, f"{type_name} is not in route-hooks.ts"
+    body = re.sub(r"/\*\*.*?\*/", "", match.group(1), flags=re.S)
+    return set(re.findall(r"(\w+)\??\s*:", body)) - {"string", "unknown"}
+
+
+def test_the_typescript_hook_types_match_what_the_gateway_sends() -> None:
+    # One schema: the payloads are built in gateway/realtime/hooks.py only, and the types the
+    # app's route handlers are written against must name exactly those fields.
+    from gateway.realtime import commands, hooks
+
+    caller = commands.Caller("c", "u")
+    built = {
+        "ConnectRequest": hooks.connect_payload(
+            "c", "u", commands.ConnectRequest(), "websocket", {}
+        ),
+        "SubscribeRequest": hooks.subscribe_payload(caller, commands.SubscribeRequest("ch")),
+        "PublishRequest": hooks.publish_payload(caller, commands.PublishRequest("ch", None)),
+        "RpcRequest": hooks.rpc_payload(caller, commands.RpcRequest("m")),
+        "SendRequest": hooks.send_payload(caller, commands.SendRequest()),
+    }
+    for type_name, payload in built.items():
+        assert typescript_fields(type_name) == set(payload), type_name
