@@ -63,6 +63,11 @@ class Broker(Protocol):
     def run(self, handler: BrokerEventHandler) -> None:
         """Start delivering events to ``handler``."""
 
+    async def ready(self, timeout: float) -> bool:
+        """Wait until the engine can serve (a Redis engine: connected to every shard), at
+        most ``timeout`` seconds; whether it can. A process that is about to accept clients
+        awaits it first, so that it does not refuse their publishes while it connects."""
+
     async def subscribe(self, channel: str) -> None:
         """This process now has subscribers in ``channel``: receive its events."""
 

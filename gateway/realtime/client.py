@@ -20,32 +20,24 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from gateway.config import RealtimeConfig
-from gateway.realtime import codes, commands
-from gateway.realtime.auth import TokenVerifier, ttl_seconds
+from gateway.realtime import codes, commands, operations
+from gateway.realtime.auth import ttl_seconds
 from gateway.realtime.broker import (
-    Broker,
     BrokerUnavailable,
-    PresenceManager,
-    StreamPosition,
-    Unrecoverable,
 )
 from gateway.realtime.codes import Disconnect, DisconnectReply, ErrorReply
 from gateway.realtime.commands import BadRequest, Caller, SubscribeRequest
+from gateway.realtime.context import SessionContext, Transport
+from gateway.realtime.flow import RateLimiter, run_eagerly
 from gateway.realtime.hooks import (
     ConnectAnswer,
-    HookCaller,
     connect_payload,
-    rpc_payload,
-    send_payload,
 )
-from gateway.realtime.hub import FrameSink, Hub, Outbox
-from gateway.realtime.policy import ChannelRules, Namespaces, verified
+from gateway.realtime.hub import Outbox
+from gateway.realtime.policy import ChannelRules, verified
 from gateway.realtime.protocol import (
     PING,
     ClientInfo,
@@ -62,87 +54,6 @@ from gateway.realtime.protocol import (
 from gateway.realtime.subscription import Subscription, position_and_recovery
 
 log = logging.getLogger("gateway.realtime")
-
-
-class Transport(FrameSink, Protocol):
-    def close_with(self, code: int, reason: str) -> None:
-        """Close the socket with this WebSocket close code and reason."""
-
-    @property
-    def remote(self) -> str:
-        """The peer, for logs."""
-
-    @property
-    def name(self) -> str:
-        """The transport's name in the protocol (``websocket``...), told to connect hooks."""
-
-
-class SessionRegistry(Protocol):
-    """What a session needs from the node that owns it (implemented by node.Node)."""
-
-    def client_connected(self, session: ClientSession) -> None:
-        """The session is connected: count it, heartbeat it, find it by user."""
-
-    def client_gone(self, session: ClientSession) -> None:
-        """The session is closed: forget it."""
-
-    async def subscribe(
-        self,
-        channel: str,
-        outbox: Outbox,
-        buffer: list[tuple[int, bytes]] | None,
-        delta: bool = False,
-    ) -> None:
-        """Deliver the channel's messages to ``outbox`` (into ``buffer`` until it goes live;
-        as fossil deltas with ``delta``)."""
-
-    async def unsubscribe(self, channel: str, outbox: Outbox) -> None:
-        """Stop delivering the channel's messages to ``outbox``."""
-
-    async def publish(
-        self, channel: str, data: Raw, info: ClientInfo | None = None
-    ) -> StreamPosition | None:
-        """Publish to every subscriber, in every process."""
-
-    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run ``coro`` without waiting for it; its failure is logged."""
-
-
-@dataclass(frozen=True)
-class SessionContext:
-    """The parts a session works with, built once by the node and shared by its sessions."""
-
-    cfg: RealtimeConfig
-    registry: SessionRegistry
-    hub: Hub
-    verifier: TokenVerifier
-    broker: Broker
-    presence: PresenceManager
-    namespaces: Namespaces
-    hooks: HookCaller | None
-    allow_anonymous: bool
-    version: str
-    stats: Counter[str]
-
-
-class RateLimiter:
-    """Token bucket: ``rate`` commands per second, bursts of ``burst``."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = float(burst)
-        self.stamp = time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 class ClientSession:
@@ -461,56 +372,25 @@ class ClientSession:
     # -- channel operations -------------------------------------------------------------------
 
     async def _publish(self, req: commands.PublishRequest) -> dict[str, Any]:
-        rules = self.ctx.namespaces.require(req.channel)
-        data = await rules.publish.authorize(self.caller, req, req.channel in self.subs)
-        info = ClientInfo(self.user, self.id, self.conn_info)
-        await self.ctx.registry.publish(req.channel, raw(data), info=info)
-        return {}
+        return await operations.publish(self.ctx, self.caller, req, req.channel in self.subs)
 
     async def _presence(self, req: commands.ChannelRequest) -> dict[str, Any]:
-        self._allowed(req.channel, "presence")
-        members = await self.ctx.presence.get(req.channel)
-        return {"presence": {cid: info.as_dict() for cid, info in members.items()}}
+        return await operations.presence(self.ctx, self.caller, req, req.channel in self.subs)
 
     async def _presence_stats(self, req: commands.ChannelRequest) -> dict[str, Any]:
-        self._allowed(req.channel, "presence")
-        clients, users = await self.ctx.presence.stats(req.channel)
-        return {"num_clients": clients, "num_users": users}
+        subscribed = req.channel in self.subs
+        return await operations.presence_stats(self.ctx, self.caller, req, subscribed)
 
     async def _history(self, req: commands.HistoryRequest) -> dict[str, Any]:
-        self._allowed(req.channel, "history")
-        try:
-            pubs, top = await self.ctx.broker.history(
-                req.channel, req.since, req.limit, req.reverse
-            )
-        except Unrecoverable:
-            raise ErrorReply(codes.UNRECOVERABLE_POSITION) from None
-        result: dict[str, Any] = {"epoch": top.epoch}
-        if top.offset:
-            result["offset"] = top.offset
-        if pubs:
-            result["publications"] = [Raw(p.encoded()) for p in pubs]
-        return result
-
-    def _allowed(self, channel: str, feature: str) -> None:
-        rules = self.ctx.namespaces.require(channel)
-        access = rules.presence if feature == "presence" else rules.history
-        access.check(self.caller, channel in self.subs)
+        return await operations.history(self.ctx, self.caller, req, req.channel in self.subs)
 
     async def _rpc(self, req: commands.RpcRequest) -> dict[str, Any]:
-        path, hooks = self.ctx.cfg.hooks.rpc, self.ctx.hooks
-        if not path or hooks is None:
-            raise ErrorReply(codes.NOT_AVAILABLE)  # Centrifugo's answer without an RPC handler
-        answer = await hooks.call(path, "rpc", rpc_payload(self.caller, req))
-        return {"data": raw(answer["data"])} if "data" in answer else {}
+        return await operations.rpc(self.ctx, self.caller, req)
 
     async def _send(self, req: commands.SendRequest) -> None:
-        path, hooks = self.ctx.cfg.hooks.send, self.ctx.hooks
-        if not path or hooks is None:
+        if not await operations.send(self.ctx, self.caller, req):
             # The spec's answer to an asynchronous message nobody handles.
             self.disconnect(codes.NOT_AVAILABLE_DISCONNECT)
-            return
-        await hooks.call(path, "send", send_payload(self.caller, req))
 
     # -- server-initiated ---------------------------------------------------------------------
 
@@ -625,38 +505,8 @@ class ClientSession:
             timer.cancel()
 
 
-def run_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | None:
-    """Run ``coro`` at once, in the caller's turn of the event loop, until it first waits.
-
-    With the memory engine most commands never wait; handled in the turn their frame arrived,
-    a burst of publications is fanned out together and leaves as one frame per subscriber
-    (hub.py). Going through a Task instead costs an event-loop turn per frame, and a flush per
-    frame: bench/fanout.py measured 0.43x of Node's ws at saturation that way.
-    (Python 3.12's eager task factory does the same for every task.)
-    """
-    try:
-        waiting_on = coro.send(None)
-    except StopIteration:
-        return None
-    return asyncio.ensure_future(_resume(coro, waiting_on))
-
-
-async def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-    # What asyncio's Task does: wait for the future the coroutine yielded, then send None
-    # (the coroutine's own `await` then reads the future's result or raises its exception).
-    while True:
-        if waiting_on is None:
-            await asyncio.sleep(0)  # a bare yield: give the loop one turn
-        else:
-            await asyncio.wait({waiting_on})
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration:
-            return
-
-
 class _Closed(Exception):
     """The connection was closed while handling a command: no reply."""
 
 
-__all__ = ["ClientSession", "RateLimiter", "SessionContext", "SessionRegistry"]
+__all__ = ["ClientSession", "RateLimiter", "SessionContext"]

@@ -53,6 +53,9 @@ class MemoryBroker:
     def run(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
 
+    async def ready(self, timeout: float) -> bool:
+        return True
+
     def snapshot(self) -> dict[str, Any]:
         return {"kind": "memory", "state": "up"}
 

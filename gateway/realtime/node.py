@@ -20,8 +20,9 @@ from gateway.config import RealtimeConfig
 from gateway.realtime import codes, fossil
 from gateway.realtime.auth import TokenVerifier
 from gateway.realtime.broker import Broker, HistoryOptions, PresenceManager, StreamPosition
-from gateway.realtime.client import ClientSession, SessionContext
+from gateway.realtime.client import ClientSession
 from gateway.realtime.codes import Disconnect
+from gateway.realtime.context import SessionContext
 from gateway.realtime.hooks import HookCaller
 from gateway.realtime.hub import Hub, Outbox
 from gateway.realtime.policy import Namespaces

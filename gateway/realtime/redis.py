@@ -139,13 +139,28 @@ class _Shard:
         self.publish_script = self.client.register_script(_PUBLISH)
         self.position_script = self.client.register_script(_POSITION)
         self.presence_script = self.client.register_script(_PRESENCE)
-        self.up = False
+        self._connected = asyncio.Event()  # `up`, awaitable (RedisEngine.ready)
         self.channels: dict[str, asyncio.Future[None]] = {}  # pub/sub channel -> subscribed
         self._batch: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []
         self._sending = False
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+
+    @property
+    def up(self) -> bool:
+        """The pub/sub connection is established (and every channel subscribed again)."""
+        return self._connected.is_set()
+
+    @up.setter
+    def up(self, value: bool) -> None:
+        if value:
+            self._connected.set()
+        else:
+            self._connected.clear()
+
+    async def wait_up(self) -> None:
+        await self._connected.wait()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -208,13 +223,16 @@ class _Shard:
         self, batch: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]]
     ) -> None:
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for kind, keys, args, _ in batch:
-                if kind == "script":
-                    await self.publish_script(keys=keys, args=args, client=pipe)
-                else:
-                    pipe.publish(keys[0], args[0])
-            results = await pipe.execute(raise_on_error=False)
+            # `async with`: a pipeline whose script check (SCRIPT EXISTS, before the batch) fails
+            # keeps the connection it took; only reset() gives it back (else the connection
+            # leaks and asyncio logs "Unclosed Pipeline client" when it is collected).
+            async with self.client.pipeline(transaction=False) as pipe:
+                for kind, keys, args, _ in batch:
+                    if kind == "script":
+                        await self.publish_script(keys=keys, args=args, client=pipe)
+                    else:
+                        pipe.publish(keys[0], args[0])
+                results = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as e:
             results = [e] * len(batch)
         finally:
@@ -362,6 +380,17 @@ class RedisEngine:
     @property
     def up(self) -> bool:
         return all(shard.up for shard in self.shards)
+
+    async def ready(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.up:  # a shard may drop again while we wait for another
+            down = next(shard for shard in self.shards if not shard.up)
+            try:
+                await asyncio.wait_for(down.wait_up(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return False
+        return True
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -562,12 +591,12 @@ class RedisEngine:
         if not shard.up:
             return  # written again by the refresher once Redis is back
         try:
-            pipe = shard.client.pipeline(transaction=True)
-            pipe.hset(self._key("pr", channel), info.client, info.encoded())
-            pipe.zadd(self._key("pe", channel), {info.client: time.time() + self.presence_ttl})
-            pipe.expire(self._key("pr", channel), int(self.presence_ttl * 2))
-            pipe.expire(self._key("pe", channel), int(self.presence_ttl * 2))
-            await pipe.execute()
+            async with shard.client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key("pr", channel), info.client, info.encoded())
+                pipe.zadd(self._key("pe", channel), {info.client: time.time() + self.presence_ttl})
+                pipe.expire(self._key("pr", channel), int(self.presence_ttl * 2))
+                pipe.expire(self._key("pe", channel), int(self.presence_ttl * 2))
+                await pipe.execute()
         except (RedisError, OSError) as e:
             shard.command_failed(e)
 
@@ -577,10 +606,10 @@ class RedisEngine:
         if not shard.up:
             return
         try:
-            pipe = shard.client.pipeline(transaction=True)
-            pipe.hdel(self._key("pr", channel), client_id)
-            pipe.zrem(self._key("pe", channel), client_id)
-            await pipe.execute()
+            async with shard.client.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._key("pr", channel), client_id)
+                pipe.zrem(self._key("pe", channel), client_id)
+                await pipe.execute()
         except (RedisError, OSError) as e:
             shard.command_failed(e)
 
@@ -618,13 +647,13 @@ class RedisEngine:
                 if not shard.up:
                     continue
                 try:
-                    pipe = shard.client.pipeline(transaction=False)
-                    for channel, info in entries:
-                        pipe.hset(self._key("pr", channel), info.client, info.encoded())
-                        pipe.zadd(self._key("pe", channel), {info.client: expire_at})
-                        pipe.expire(self._key("pr", channel), int(self.presence_ttl * 2))
-                        pipe.expire(self._key("pe", channel), int(self.presence_ttl * 2))
-                    await pipe.execute()
+                    async with shard.client.pipeline(transaction=False) as pipe:
+                        for channel, info in entries:
+                            pipe.hset(self._key("pr", channel), info.client, info.encoded())
+                            pipe.zadd(self._key("pe", channel), {info.client: expire_at})
+                            pipe.expire(self._key("pr", channel), int(self.presence_ttl * 2))
+                            pipe.expire(self._key("pe", channel), int(self.presence_ttl * 2))
+                        await pipe.execute()
                 except (RedisError, OSError) as e:
                     shard.command_failed(e)
 
