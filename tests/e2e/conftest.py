@@ -1,4 +1,4 @@
-"""Chromium for the browser tests: one per session, checked before anything else is built or
+"""Chromium for the browser tests: one for this folder, checked before anything else is built or
 started (autouse), so a machine without it skips them with one line on how to install it."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from playwright.sync_api import sync_playwright
 from support.browser import ARGS, ARTIFACTS, CHROMIUM
 
 
-@pytest.fixture(scope="session", autouse=True)
+# Package scope: Playwright's sync API runs an event loop while it is open, and the tests
+# after this folder (asyncio.run in integration/) must not find one running.
+@pytest.fixture(scope="package", autouse=True)
 def browser() -> Iterator[Any]:
     require(
         os.path.exists(CHROMIUM),
