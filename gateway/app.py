@@ -322,7 +322,8 @@ class Gateway:
         port = sockets[0].getsockname()[1]
         ensure_secrets(self.cfg)
         supervisor = self.supervisor = ChildSupervisor(nextjs.child_spec(self.cfg, port))
-        served = self._serve(supervisor, sockets, port)
+        served = self._serve(supervisor, port)
+        served[0].add_sockets(sockets)
         self._install_signal_handlers()
         self._announce(port)
         supervisor.start()
@@ -334,18 +335,37 @@ class Gateway:
         return 0
 
     async def run_worker(self) -> int:
-        """A worker process: serve the port with the parent's view of the child."""
+        """A worker process: serve the port with the parent's view of the child.
+
+        It joins the listening set (binds the port) only once its engine is ready, or after
+        ``engine.ready_timeout``: until then the kernel gives every connection to the other
+        workers, instead of to a worker that would refuse their publishes with error 100."""
         raise_fd_limit()
         upstream = RemoteUpstream()
         follow = asyncio.get_running_loop().create_task(upstream.follow())
-        sockets = bind_public(self.cfg.server.host, self.cfg.server.port, reuse_port=True)
-        served = self._serve(upstream, sockets, sockets[0].getsockname()[1])
+        port = self.cfg.server.port  # the parent's: already bound and held by it
+        served = self._serve(upstream, port)
         self._install_signal_handlers()
-        log.info("worker serving port %d (pid %d)", sockets[0].getsockname()[1], os.getpid())
         gone = asyncio.ensure_future(upstream.parent_gone.wait())
-        await asyncio.wait(
-            {gone, asyncio.ensure_future(self._stop.wait())}, return_when="FIRST_COMPLETED"
-        )
+        stop = asyncio.ensure_future(self._stop.wait())
+        started = time.monotonic()
+        ready = asyncio.ensure_future(served[1].broker.ready(self.cfg.engine.ready_timeout))
+        await asyncio.wait({ready, gone, stop}, return_when="FIRST_COMPLETED")
+        if ready.done():
+            if ready.result():
+                engine = f"engine ready in {time.monotonic() - started:.2f} s"
+            else:
+                engine = "engine not ready"
+                log.warning(
+                    "engine not ready after %g s: serving anyway; publishes and subscribes fail "
+                    "with error 100 (temporary) until it is",
+                    self.cfg.engine.ready_timeout,
+                )
+            served[0].add_sockets(bind_public(self.cfg.server.host, port, reuse_port=True))
+            log.info("worker serving port %d (pid %d, %s)", port, os.getpid(), engine)
+            await asyncio.wait({gone, stop}, return_when="FIRST_COMPLETED")
+        else:
+            ready.cancel()
         await self._shutdown(served)
         follow.cancel()
         return 0
@@ -369,9 +389,8 @@ class Gateway:
         log.info("stopped")
         return 0
 
-    def _serve(
-        self, upstream: Any, sockets: list[socket.socket], port: int
-    ) -> tuple[HTTPServer, Node, ProxySettings]:
+    def _serve(self, upstream: Any, port: int) -> tuple[HTTPServer, Node, ProxySettings]:
+        """The server, its realtime node and proxy; it serves once given its sockets."""
         hooks = None
         if uses_hooks(self.cfg):
             hooks = HttpHooks(upstream.target, self.cfg.api.key, self.cfg.realtime.hooks.timeout)
@@ -393,7 +412,6 @@ class Gateway:
             max_body_size=self.cfg.server.max_body_size,
             xheaders=False,  # the proxy computes X-Forwarded-* from what it sees itself
         )
-        server.add_sockets(sockets)
         return server, node, proxy
 
     async def _shutdown(self, served: tuple[HTTPServer, Node, ProxySettings]) -> None:

@@ -472,6 +472,14 @@ class EngineConfig:
         low=3.0,
         high=3600.0,
     )
+    ready_timeout: float = setting(
+        5.0,
+        doc="Seconds a worker (server.workers > 1) waits for the engine to connect to every "
+        "Redis server before it takes connections; after that it serves anyway (publishes fail "
+        "with error 100 until Redis is back).",
+        low=0.0,
+        high=300.0,
+    )
 
 
 @dataclass

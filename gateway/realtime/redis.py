@@ -17,10 +17,12 @@ A pub/sub message is ``<kind> <offset> <epoch>\\n<body>``: kind ``p`` (publicati
 Publication JSON without its offset), ``j`` / ``l`` (join / leave; body is the ClientInfo JSON).
 
 One subscription per channel per process (the hub counts local subscribers), one pub/sub
-connection per shard. When a connection fails the engine reports ``down``, publishes fail at
-once with a temporary error, and a task reconnects with capped exponential backoff and full
-jitter, subscribes every channel again, and tells the node that what pub/sub carried meanwhile
-may be lost (the node makes subscribers of channels with history recover).
+connection per shard. When it fails the engine reports ``down``, publishes fail at once with a
+temporary error, and a task reconnects with capped exponential backoff and full jitter,
+subscribes every channel again, and tells the node that what pub/sub carried meanwhile may be
+lost (the node makes subscribers of channels with history recover). Neither the pub/sub
+connection nor publishes are retried by redis-py (see _Shard): a silent reconnection would hide
+lost events, a retried publish could be published twice.
 
 Limits: presence of a process that died disappears after ``presence_ttl`` (entries are refreshed
 every third of it); several URLs are shards, not replicas: a shard that is down takes its
@@ -39,10 +41,11 @@ from typing import Any
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from gateway.realtime import jsonsafe
 from gateway.realtime.broker import (
@@ -59,6 +62,10 @@ log = logging.getLogger("gateway.redis")
 
 IDEMPOTENCY_TTL = 300
 _MAX_BATCH = 1000  # events delivered between two flushes, at most
+# Seconds between two pub/sub reconnection attempts, at most. Every second down refuses
+# publishes and subscribes: the chaos soak saw a 3 s shard outage keep a worker down 8 s more
+# with a 10 s cap. A process trying every 2 s at most costs Redis nothing.
+_RECONNECT_CAP = 2.0
 META_TTL = 7 * 24 * 3600  # a stream's position outlives its publications by a week
 
 # KEYS: history list, meta hash, idempotency key ('' = none)
@@ -111,6 +118,12 @@ return redis.call('hgetall', KEYS[1])
 """
 
 
+# redis-py's default ("auto") skips its check of pooled connections before use (one Redis
+# closed after a restart is then found out by the command that fails on it); a publish is not
+# retried (see _Shard), so the check must run. Redis Enterprise maintenance pushes are not used.
+_NO_MAINT_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
+
+
 def jump_hash(key: int, buckets: int) -> int:
     """Jump consistent hash (Lamping & Veach, 2014): few keys move when shards are added."""
     b, j = -1, 0
@@ -126,8 +139,9 @@ class _Shard:
         self.url = url
         self.index = index
         self.engine = engine
-        # A pooled connection may be one Redis closed (it restarted): retry once or twice on a
-        # fresh connection before calling it a failure.
+        # Reads and idempotent writes (history, presence): a pooled connection may be one Redis
+        # closed (it restarted), retry once or twice on a fresh connection before calling it a
+        # failure.
         self.client = aioredis.Redis.from_url(
             url,
             socket_connect_timeout=2.0,
@@ -135,6 +149,29 @@ class _Shard:
             health_check_interval=10,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+            maint_notifications_config=_NO_MAINT_NOTIFICATIONS,
+        )
+        # The pub/sub connection has its own client, without retries: redis-py would reconnect
+        # it and subscribe again by itself, and what was published in between would be missed
+        # here without the node knowing (a channel that then stays quiet never shows the gap).
+        # Every failure must reach _run, which makes the subscribers recover.
+        self.pubsub_client = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=2.0,
+            health_check_interval=10,
+            retry=Retry(NoBackoff(), 0),
+            maint_notifications_config=_NO_MAINT_NOTIFICATIONS,
+        )
+        # Publishes have their own client, without retries either: a publish Redis ran but
+        # answered too late (a stall, a cut connection) would be run again, under a new offset,
+        # and every subscriber would receive it twice. It fails instead (error 100, temporary).
+        self.publisher = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            health_check_interval=10,
+            retry=Retry(NoBackoff(), 0),
+            maint_notifications_config=_NO_MAINT_NOTIFICATIONS,
         )
         self.publish_script = self.client.register_script(_PUBLISH)
         self.position_script = self.client.register_script(_POSITION)
@@ -171,6 +208,8 @@ class _Shard:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._pubsub is not None:
             await self._pubsub.aclose()
+        await self.pubsub_client.aclose()
+        await self.publisher.aclose()
         await self.client.aclose()
 
     async def subscribe(self, channel: str) -> None:
@@ -226,7 +265,7 @@ class _Shard:
             # `async with`: a pipeline whose script check (SCRIPT EXISTS, before the batch) fails
             # keeps the connection it took; only reset() gives it back (else the connection
             # leaks and asyncio logs "Unclosed Pipeline client" when it is collected).
-            async with self.client.pipeline(transaction=False) as pipe:
+            async with self.publisher.pipeline(transaction=False) as pipe:
                 for kind, keys, args, _ in batch:
                     if kind == "script":
                         await self.publish_script(keys=keys, args=args, client=pipe)
@@ -270,7 +309,7 @@ class _Shard:
         failures = 0
         while True:
             try:
-                self._pubsub = self.client.pubsub()
+                self._pubsub = self.pubsub_client.pubsub()
                 await self._pubsub.ping()  # connects, or raises
                 channels = list(self.channels)
                 if channels:
@@ -303,7 +342,7 @@ class _Shard:
                         log.debug("closing pub/sub: %s", e)
                     self._pubsub = None
             failures += 1
-            delay = random.uniform(0, min(10.0, 0.2 * 2 ** min(failures, 10)))  # noqa: S311
+            delay = random.uniform(0, min(_RECONNECT_CAP, 0.2 * 2 ** min(failures, 10)))  # noqa: S311
             await asyncio.sleep(delay)
 
     async def _read(self) -> None:
@@ -483,7 +522,7 @@ class RedisEngine:
                     int(offset), epoch.decode() if isinstance(epoch, bytes) else epoch
                 )
             if idempotency_key:
-                fresh = await shard.client.set(
+                fresh = await shard.publisher.set(
                     self._key("i", f"{channel}:{idempotency_key}"),
                     "0 -",
                     nx=True,

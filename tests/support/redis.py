@@ -69,6 +69,25 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(10)
 
+    def command(self, *args: str) -> bytes:
+        """One command on a fresh connection; the raw RESP reply."""
+        request = b"*%d\r\n" % len(args) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args
+        )
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(request)
+            return s.recv(65536)
+
+    def shutdown_save(self) -> None:
+        """Stop as an operator would (SHUTDOWN SAVE: everything written to disk, then exit);
+        :meth:`start` brings it back on the same port and directory."""
+        assert self.proc is not None
+        try:
+            self.command("SHUTDOWN", "SAVE")
+        except OSError:
+            pass  # it closes the connection as it exits
+        self.proc.wait(20)
+
     def __enter__(self) -> RedisServer:
         self.start()
         return self
