@@ -95,3 +95,84 @@ class SdkClient:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+class SdkSwarm:
+    """Many Centrifuge clients in one Node process (tests/node/sdk_swarm.mjs).
+
+    ``pubs[(client, channel)]`` holds the data of every publication a client received, in
+    order; ``events[client]`` everything else it reported. Use as a context manager."""
+
+    def __init__(self) -> None:
+        node = shutil.which("node")
+        assert node, "node is not on PATH"
+        self.proc = subprocess.Popen(
+            [node, str(NODE_DIR / "sdk_swarm.mjs")],
+            cwd=NODE_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        self.pubs: dict[tuple[int, str], list[Any]] = {}
+        self.events: dict[int, list[Event]] = {}
+        self.noise: list[str] = []  # anything that was not an event (a Node error)
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(10):
+            self.close()
+            raise AssertionError(f"the SDK swarm did not start: {self.noise}")
+
+    def __enter__(self) -> SdkSwarm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                self.noise.append(line.rstrip())
+                continue
+            client = event.pop("c")
+            with self._lock:
+                if event["event"] == "pub":
+                    self.pubs.setdefault((client, event["ch"]), []).append(event["d"])
+                elif client is None:
+                    self._ready.set()
+                else:
+                    event["at"] = time.monotonic()
+                    self.events.setdefault(client, []).append(event)
+
+    def connect(self, client: int, url: str, token: str, subscribe: list[str]) -> None:
+        """Connect client ``client``, with client-side subscriptions to ``subscribe``."""
+        self._send(
+            {"op": "connect", "id": client, "url": url, "token": token, "subscribe": subscribe}
+        )
+
+    def _send(self, command: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def of(self, client: int, kind: str) -> list[Event]:
+        with self._lock:
+            return [e for e in self.events.get(client, []) if e["event"] == kind]
+
+    def received(self, client: int, channel: str) -> list[Any]:
+        with self._lock:
+            return list(self.pubs.get((client, channel), []))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._send({"op": "exit"})
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(5)
