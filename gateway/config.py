@@ -26,9 +26,6 @@ import yaml
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-# The environment variables the gateway reads; config keys are the dotted paths.
-ENV_OVERRIDES: dict[str, str] = {}
-
 
 class ConfigError(Exception):
     """A configuration mistake. ``str()`` is the one line shown to the user."""
@@ -339,6 +336,9 @@ class NamespaceConfig:
     allow_presence: bool = setting(
         False, doc="Subscribers may ask for presence (Centrifugo's allow_presence_for_subscriber)."
     )
+    allow_presence_for_subscriber: bool = setting(
+        False, doc="The same as allow_presence, under Centrifugo's name."
+    )
     allow_presence_for_client: bool = setting(
         False, doc="Any connected client may ask for presence, subscribed or not."
     )
@@ -348,6 +348,9 @@ class NamespaceConfig:
     )
     allow_history: bool = setting(
         False, doc="Subscribers may ask for history (Centrifugo's allow_history_for_subscriber)."
+    )
+    allow_history_for_subscriber: bool = setting(
+        False, doc="The same as allow_history, under Centrifugo's name."
     )
     allow_history_for_client: bool = setting(
         False, doc="Any connected client may ask for history, subscribed or not."
@@ -836,10 +839,3 @@ def to_masked_dict(cfg: Any) -> dict[str, Any]:
 
 def render_effective(cfg: GatewayConfig) -> str:
     return yaml.safe_dump(to_masked_dict(cfg), sort_keys=False, default_flow_style=False)
-
-
-def _collect_env_vars() -> dict[str, str]:
-    return {f.metadata["env"]: key for key, _, f in iter_settings() if f.metadata.get("env")}
-
-
-ENV_OVERRIDES.update(_collect_env_vars())

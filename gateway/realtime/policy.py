@@ -190,13 +190,13 @@ def rules_for(
         publish=publish,
         presence=FeatureAccess(
             ns.presence,
-            ns.allow_presence,
+            ns.allow_presence or ns.allow_presence_for_subscriber,
             ns.allow_presence_for_client,
             ns.allow_presence_for_anonymous,
         ),
         history=FeatureAccess(
             has_history,
-            ns.allow_history,
+            ns.allow_history or ns.allow_history_for_subscriber,
             ns.allow_history_for_client,
             ns.allow_history_for_anonymous,
         ),

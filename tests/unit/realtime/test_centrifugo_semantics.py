@@ -97,10 +97,11 @@ async def test_for_client_options_allow_without_subscribing(method: str) -> None
     assert (await conn.call(method, {"channel": "bare:1"}))["error"]["code"] == 108
 
 
+@pytest.mark.parametrize("suffix", ["", "_for_subscriber"])
 @pytest.mark.parametrize("method", ["presence", "history"])
 @pytest.mark.gen_test
-async def test_subscriber_option_needs_a_subscription(method: str) -> None:
-    node = make_node(namespaces=features(**{f"allow_{method}": True}))
+async def test_subscriber_option_needs_a_subscription(method: str, suffix: str) -> None:
+    node = make_node(namespaces=features(**{f"allow_{method}{suffix}": True}))
     conn = Conn(node)
     await conn.connect()
     assert (await conn.call(method, {"channel": "room:1"}))["error"]["code"] == 103
