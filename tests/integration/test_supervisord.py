@@ -61,6 +61,7 @@ def test_supervisord_runs_restarts_and_shuts_down_the_stack(
         assert state["broker"] == {  # the Redis program, through its unix socket
             "kind": "redis",
             "state": "up",
+            "errors": 0,
             "shards": [{"url": supervisord_env["GATEWAY_REDIS_URL"], "state": "up", "channels": 0}],
         }
         gateway, redis = sv.pid_of("gateway"), sv.pid_of("redis")
