@@ -47,8 +47,9 @@ from gateway.realtime.memory import MemoryBroker, MemoryPresence
 from gateway.realtime.node import Node
 from gateway.realtime.redis import RedisEngine
 from gateway.realtime.transport import RealtimeWebSocket
+from gateway.releases import Releases
 from gateway.status import HealthHandler, ReadyHandler, ReservedNotFoundHandler
-from gateway.supervisor import ChildState, ChildSupervisor
+from gateway.supervisor import ChildState
 from gateway.tasks import BackgroundTasks
 from gateway.workers import RemoteUpstream, WorkerPool, state_message
 
@@ -69,7 +70,11 @@ def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
     static = None
     if cfg.static.enabled and not cfg.next.dev:  # `next dev` rewrites its assets constantly
         static = StaticAssets(
-            cfg.next.dir, cfg.static.max_file_size, cfg.static.max_total_size, cfg.static.compress
+            os.path.realpath(cfg.next.dir),
+            cfg.static.max_file_size,
+            cfg.static.max_total_size,
+            cfg.static.compress,
+            cfg.static.keep_builds,
         )
     settings = ProxySettings(
         upstream=supervisor,
@@ -89,7 +94,14 @@ def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
     def on_child_state(state: ChildState) -> None:
         if state is not ChildState.RUNNING:
             pool.clear()  # idle connections to a child that is gone are dead
-        elif static is not None:  # a restart may follow a new build
+            return
+        target = supervisor.target()
+        if target is not None:  # after a reload, the previous child drains faster without them
+            pool.close_idle_except(target)
+        if static is not None:  # a restart or a reload may bring a new build
+            release = supervisor.snapshot().get("release")
+            if release:
+                static.set_release(release)
             background.spawn(static.reload_if_changed(), "reloading static assets")
 
     supervisor.add_listener(on_child_state)
@@ -308,7 +320,8 @@ class Gateway:
         self.cfg = cfg
         self._stop = asyncio.Event()
         self._signals = 0
-        self.supervisor: ChildSupervisor | None = None
+        self.supervisor: Releases | None = None
+        self._tasks = BackgroundTasks("gateway")
         self.node: Node | None = None
         self.draining = False
 
@@ -321,7 +334,7 @@ class Gateway:
         sockets = bind_public(self.cfg.server.host, self.cfg.server.port)
         port = sockets[0].getsockname()[1]
         ensure_secrets(self.cfg)
-        supervisor = self.supervisor = ChildSupervisor(nextjs.child_spec(self.cfg, port))
+        supervisor = self.supervisor = self._releases(port)
         served = self._serve(supervisor, port)
         served[0].add_sockets(sockets)
         self._install_signal_handlers()
@@ -374,7 +387,7 @@ class Gateway:
         port = reserve_port(self.cfg.server.host, self.cfg.server.port)
         self.cfg.server.port = port
         ensure_secrets(self.cfg)
-        supervisor = self.supervisor = ChildSupervisor(nextjs.child_spec(self.cfg, port))
+        supervisor = self.supervisor = self._releases(port)
         grace = self.cfg.server.shutdown_grace + self.cfg.server.shutdown_spread + 5
         pool = WorkerPool(self.cfg, self.cfg.server.workers, grace=grace)
         supervisor.add_listener(lambda _state: pool.broadcast(state_message(supervisor)))
@@ -450,10 +463,28 @@ class Gateway:
             self.cfg.engine.kind,
         )
 
+    def _releases(self, port: int) -> Releases:
+        cfg = self.cfg
+        return Releases(
+            cfg,
+            make_spec=lambda release: nextjs.child_spec(cfg, port, release),
+            check_release=lambda release: nextjs.release_problem(cfg, release),
+        )
+
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        # SIGHUP reloads in the process that owns the Next.js child; a worker ignores it (its
+        # default action would end the worker).
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+
+    def _on_reload(self) -> None:
+        """SIGHUP: start the release next.dir names now (releases.py); one at a time."""
+        if self.supervisor is None or self._stop.is_set():
+            return
+        log.info("received SIGHUP: reloading the Next.js app")
+        self._tasks.spawn(self.supervisor.reload(), "reload")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1

@@ -1,4 +1,4 @@
-"""Command line: ``gateway run`` and ``gateway check-config``.
+"""Command line: ``gateway run``, ``gateway check-config`` and ``gateway reload``.
 
 Exit status: 0 after a clean stop, 1 when the gateway cannot start (one line says why),
 2 for a usage or configuration mistake. No traceback reaches the terminal unless the log level
@@ -46,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and print it")
     check.add_argument("file", metavar="F", help="YAML config file")
+
+    reload = commands.add_parser(
+        "reload", help="reload the Next.js app of a running gateway (SIGHUP) and wait"
+    )
+    reload.add_argument("--config", metavar="F", help="the gateway's config (for its port)")
+    reload.add_argument("--port", metavar="N", type=int, help="the gateway's port")
+    reload.add_argument(
+        "--timeout", metavar="S", type=float, default=120.0, help="seconds to wait (120)"
+    )
     return parser
 
 
@@ -102,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "_worker":
             return _worker()
+        if args.command == "reload":
+            from gateway.reload_command import reload
+
+            port = args.port or load_config(args.config).server.port
+            return reload(port, args.timeout)
         cfg = load_config(args.config, overrides=_flag_overrides(args))
     except ConfigError as e:
         return _fail(EXIT_USAGE, f"config error: {e}")

@@ -204,6 +204,13 @@ class StaticConfig:
     compress: bool = setting(
         True, doc="Precompress text assets (gzip, and brotli when the package is installed)."
     )
+    keep_builds: int = setting(
+        2,
+        doc="Previous builds whose /_next/static files stay servable after a reload (skew "
+        "protection: a tab opened before a deploy still loads its chunks); 0 = none.",
+        low=0,
+        high=20,
+    )
 
 
 @dataclass
@@ -253,6 +260,20 @@ class NextConfig:
         60.0,
         doc="Seconds the child has to answer the probe before it counts as failed.",
         low=1.0,
+        high=3600.0,
+    )
+    drain_timeout: float = setting(
+        30.0,
+        doc="After a reload's switch, the longest the previous child is given to finish the "
+        "requests and streams in flight on it before it is stopped.",
+        low=0.0,
+        high=3600.0,
+    )
+    rollback_window: float = setting(
+        10.0,
+        doc="After a reload's switch, the previous child is kept this long: if the new one "
+        "exits meanwhile, requests go back to the previous one.",
+        low=0.0,
         high=3600.0,
     )
     stop_grace: float = setting(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -70,9 +71,22 @@ def internal_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def child_spec(cfg: GatewayConfig, public_port: int) -> ChildSpec:
-    """The supervised child for ``cfg``; ``public_port`` is the port the gateway listens on."""
-    nxt = cfg.next
+def release_problem(cfg: GatewayConfig, release_dir: str) -> str | None:
+    """Why ``release_dir`` cannot be started (for a reload), or None."""
+    if not os.path.isdir(release_dir):
+        return f"'{release_dir}' does not exist"
+    if not cfg.next.command and not os.path.isfile(_next_bin(release_dir)):
+        return f"Next.js is not installed in '{release_dir}' (npm ci there)"
+    if not cfg.next.dev and not cfg.next.command:
+        if not os.path.isfile(os.path.join(release_dir, ".next", "BUILD_ID")):
+            return f"no production build in '{release_dir}/.next' (next build there first)"
+    return None
+
+
+def child_spec(cfg: GatewayConfig, public_port: int, release_dir: str | None = None) -> ChildSpec:
+    """The supervised child for ``cfg``; ``public_port`` is the port the gateway listens on;
+    ``release_dir`` is the resolved release to run (default: ``next.dir``)."""
+    nxt = dataclasses.replace(cfg.next, dir=release_dir or cfg.next.dir)
     host = "127.0.0.1"
     if nxt.command:
         template = list(nxt.command)

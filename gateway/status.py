@@ -6,10 +6,19 @@ import json
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.httpbase import GatewayHandler
-from gateway.supervisor import ChildSupervisor
+
+
+class ChildView(Protocol):
+    """The Next.js child as readiness sees it (the releases, or a worker's view of them)."""
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def target(self) -> tuple[str, int] | None: ...
+
+    def retry_after(self) -> int: ...
 
 
 class JSONHandler(GatewayHandler):
@@ -51,7 +60,7 @@ class ReadyHandler(JSONHandler):
 
     def initialize(
         self,
-        supervisor: ChildSupervisor,
+        supervisor: ChildView,
         details: Callable[[], dict[str, Any]] | None = None,
         draining: Callable[[], bool] = lambda: False,
     ) -> None:

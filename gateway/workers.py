@@ -63,11 +63,11 @@ class RemoteUpstream:
 
     def update(self, message: dict[str, Any]) -> None:
         self._snapshot = message.get("snapshot", {})
-        self.port = message.get("port")
         self._retry_after = int(message.get("retry_after", 1))
         state = ChildState(message.get("state", "starting"))
-        if state is not self.state:
-            self.state = state
+        port = message.get("port")
+        if state is not self.state or port != self.port:  # a reload keeps RUNNING, moves port
+            self.state, self.port = state, port
             for callback in list(self._listeners):
                 callback(state)
 

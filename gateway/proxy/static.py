@@ -14,6 +14,7 @@ from the gateway, not passed to Next.js).
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import email.utils
 import gzip
@@ -146,10 +147,20 @@ class StaticAssets:
     """
 
     def __init__(
-        self, next_dir: str, max_file_size: int, max_total_size: int, compress: bool
+        self,
+        next_dir: str,
+        max_file_size: int,
+        max_total_size: int,
+        compress: bool,
+        keep_builds: int = 0,
     ) -> None:
-        self.root = os.path.join(next_dir, ".next", "static")
-        self.build_id_path = os.path.join(next_dir, ".next", "BUILD_ID")
+        self.set_release(next_dir)
+        self.keep_builds = keep_builds
+        # Skew protection: the sets of the builds served before this one, newest first, so a
+        # tab opened before a reload still loads its chunks (hashed names never collide).
+        self._previous: collections.deque[tuple[str | None, dict[str, Asset]]] = collections.deque(
+            maxlen=keep_builds or None
+        )
         self.max_file_size = max_file_size
         self.max_total_size = max_total_size
         self.compress = compress
@@ -161,8 +172,20 @@ class StaticAssets:
 
     # -- per request --------------------------------------------------------------------------
 
+    def set_release(self, next_dir: str) -> None:
+        """Read builds from ``next_dir`` from now on (a reload switched releases)."""
+        self.root = os.path.join(next_dir, ".next", "static")
+        self.build_id_path = os.path.join(next_dir, ".next", "BUILD_ID")
+
     def lookup(self, path: str) -> Asset | None:
-        return self._assets.get(unquote(path))
+        name = unquote(path)
+        asset = self._assets.get(name)
+        if asset is None and self._previous:
+            for _, assets in self._previous:
+                asset = assets.get(name)
+                if asset is not None:
+                    break
+        return asset
 
     def refused(self, path: str) -> bool:
         """True for paths the gateway answers 404 itself instead of passing them to Next."""
@@ -174,6 +197,7 @@ class StaticAssets:
     def snapshot(self) -> dict[str, object]:
         return {
             "build_id": self.build_id,
+            "previous_builds": [build for build, _ in self._previous],
             "files": len(self._assets),
             "bytes": self._bytes,
             "brotli": brotli is not None and self.compress,
@@ -259,6 +283,8 @@ class StaticAssets:
     def publish(
         self, assets: dict[str, Asset], refused: frozenset[str], build_id: str | None, total: int
     ) -> None:
+        if self.keep_builds and self._assets and build_id != self.build_id:
+            self._previous.appendleft((self.build_id, self._assets))
         self._assets, self._refused, self.build_id, self._bytes = assets, refused, build_id, total
 
     async def reload(self) -> None:

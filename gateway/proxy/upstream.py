@@ -348,6 +348,13 @@ class UpstreamPool:
         idle.append((conn, time.monotonic()))
         self._schedule_sweep()
 
+    def close_idle_except(self, target: tuple[str, int]) -> None:
+        """Close idle connections to every other child (a reload switched to ``target``): the
+        previous child then drains as soon as its requests in flight are done."""
+        for other in [t for t in self._idle if t != target]:
+            for conn, _ in self._idle.pop(other):
+                conn.abort()
+
     def clear(self) -> None:
         """Close every idle connection (the child restarted: they all point at a dead port)."""
         for idle in self._idle.values():

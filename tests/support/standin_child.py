@@ -11,7 +11,12 @@ GET /chunked-truncate -> two chunks of a chunked body, then the connection is cl
 GET /no-response      -> the connection is closed without a response
 GET /stall?s=&chunks= -> chunked; a chunk every s seconds (silence between chunks)
 GET /close-after?ms=  -> 200 with keep-alive, then the connection is closed after ms
+GET /version          -> the VERSION file of its working directory (a release, for reloads)
 --close-reused        -> a second request on the same connection is met with a close
+
+Files in the working directory (a release) change how it starts, for the reload tests:
+BROKEN (exit at once with status 1), START_DELAY (seconds before listening), CRASH_AFTER
+(seconds after listening, then exit with status 3).
 """
 
 from __future__ import annotations
@@ -89,6 +94,12 @@ class Handler(BaseHTTPRequestHandler):
             if url.path == "/stall":
                 self.wfile.write(b"0\r\n\r\n")
             return self._hang_up()
+        if url.path == "/version":
+            try:
+                with open("VERSION", "rb") as f:
+                    return self._reply(f.read().strip())
+            except OSError:
+                return self._reply(b"none")
         if url.path == "/close-after":
             self._reply(b"closing soon")
             self.wfile.flush()
@@ -124,6 +135,16 @@ def main() -> None:
     if args.grandchild:
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
         print(f"grandchild pid {child.pid}", flush=True)
+    if os.path.exists("BROKEN"):
+        print("standin: this release is broken", flush=True)
+        sys.exit(1)
+    if os.path.exists("START_DELAY"):
+        with open("START_DELAY") as f:
+            args.start_delay += float(f.read().strip() or 0)
+    if os.path.exists("CRASH_AFTER"):
+        with open("CRASH_AFTER") as f:
+            crash_after = float(f.read().strip() or 0)
+        threading.Timer(args.start_delay + crash_after, lambda: os._exit(3)).start()
     if args.exit_after is not None:
         threading.Timer(args.exit_after, lambda: os._exit(args.exit_code)).start()
     if args.never_ready:
