@@ -239,7 +239,7 @@ def test_the_previous_builds_static_files_stay_servable_after_a_reload(
         lambda: gw.request("/_next/static/chunks/d.js")[0] == 200, 10, "the new build's chunk"
     )
     # A tab opened before the deploy still loads its chunk (from memory: not in release d).
-    status, headers, body = gw.request("/_next/static/chunks/a.js")
+    status, _, body = gw.request("/_next/static/chunks/a.js")
     assert status == 200 and body == b"console.log('a')"
     state = gw.ready_state()
     assert state is not None and state["static"]["previous_builds"] == ["build-a"]
