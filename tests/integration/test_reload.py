@@ -207,9 +207,7 @@ def test_a_release_that_crashes_right_after_the_switch_is_rolled_back(
     point(root, release(root, "flaky", CRASH_AFTER="0.6"))
     done = gateway_reload(gw)
     assert done.returncode == 0  # it did start and serve
-    wait_until(
-        lambda: reload_state(gw)["last"]["state"] == "rolled_back", 10, "the rollback"
-    )
+    wait_until(lambda: reload_state(gw)["last"]["state"] == "rolled_back", 10, "the rollback")
     assert version(gw) == "a"
     assert "rolled back" in gw.log
 
