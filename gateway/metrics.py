@@ -88,6 +88,24 @@ class _StateCollector(Collector):
         for name in ("starting", "running", "backoff", "failed", "stopping", "stopped"):
             state.add_metric([name], 1 if snapshot.get("state") == name else 0)
         yield state
+        reload = snapshot.get("reload") or {}
+        reloads = CounterMetricFamily(
+            "gateway_reloads", "Reloads of the Next.js app, by outcome.", labels=["outcome"]
+        )
+        reloads.add_metric(["ok"], reload.get("ok", 0))
+        reloads.add_metric(["failed"], reload.get("failed", 0))
+        yield reloads
+        release = GaugeMetricFamily(
+            "gateway_release_info", "The build the active child serves.", labels=["build_id"]
+        )
+        release.add_metric([str(snapshot.get("build_id") or "")], 1)
+        yield release
+        last = reload.get("last") or {}
+        yield _gauge(
+            "gateway_reload_drain_seconds",
+            "How long the previous child took to drain at the last reload.",
+            last.get("drain_seconds", 0),
+        )
         node = self.node
         stats = node.stats
         yield _gauge(

@@ -147,6 +147,9 @@ def test_reload_switches_to_the_new_release_without_a_failed_request(
     state = reload_state(gw)
     assert state["last"]["state"] == "ok" and state["last"]["build_id"] == "build-b"
     assert state["last"]["drain_seconds"] <= 2.5
+    metrics = gw.request("/_gateway/metrics")[2].decode()
+    assert 'gateway_reloads_total{outcome="ok"} 1.0' in metrics
+    assert 'gateway_release_info{build_id="build-b"} 1.0' in metrics
     assert "Traceback" not in gw.log
 
 
@@ -190,6 +193,9 @@ def test_a_release_that_does_not_start_is_refused_and_the_old_one_keeps_serving(
     state = gw.ready_state()
     assert state is not None and state["http_status"] == 200
     assert state["next"]["reload"]["last"]["state"] == "failed"
+    metrics = gw.request("/_gateway/metrics")[2].decode()
+    assert 'gateway_reloads_total{outcome="failed"} 1.0' in metrics
+    assert 'gateway_release_info{build_id="build-a"} 1.0' in metrics
 
 
 def test_a_missing_release_is_refused_at_once(deploy: tuple[GatewayProcess, Path]) -> None:
