@@ -247,3 +247,33 @@ def test_the_previous_builds_static_files_stay_servable_after_a_reload(
     assert status == 200 and body == b"console.log('a')"
     state = gw.ready_state()
     assert state is not None and state["static"]["previous_builds"] == ["build-a"]
+
+
+def test_every_worker_switches_on_a_reload(tmp_path: Path) -> None:
+    from conftest import require
+    from support.redis import redis_available
+
+    require(redis_available(), "a Redis server on 127.0.0.1:6379 (apt-get install redis-server)")
+    point(tmp_path, release(tmp_path, "a"))
+    config = {
+        "next": {
+            "dir": str(tmp_path / "current"),
+            "command": standin_command(),
+            "drain_timeout": 2,
+            "rollback_window": 0.5,
+        },
+        "server": {"workers": 2},
+        "engine": {"kind": "redis", "redis_url": "redis://127.0.0.1:6379/13", "prefix": "reload"},
+    }
+    with GatewayProcess(tmp_path, config, env={"WS_SECRET": SECRET}) as gw:
+        gw.wait_ready()
+        wait_until(lambda: gw.log.count("worker serving port") >= 2, 20, "both workers")
+        point(tmp_path, release(tmp_path, "b"))
+        done = gateway_reload(gw)
+        assert done.returncode == 0, done.stderr
+        # Each request is a new connection, spread by the kernel over both workers.
+        answers = {version(gw) for _ in range(40)}
+        assert answers == {"b"}
+        workers = {gw.request("/_gateway/ready")[2] for _ in range(20)}
+        assert all(json.loads(w)["next"]["build_id"] == "build-b" for w in workers)
+        assert len({json.loads(w)["worker"]["pid"] for w in workers}) == 2
