@@ -277,3 +277,46 @@ def test_every_worker_switches_on_a_reload(tmp_path: Path) -> None:
         workers = {gw.request("/_gateway/ready")[2] for _ in range(20)}
         assert all(json.loads(w)["next"]["build_id"] == "build-b" for w in workers)
         assert len({json.loads(w)["worker"]["pid"] for w in workers}) == 2
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_the_deploy_script_builds_switches_and_reloads_or_puts_the_link_back(
+    deploy: tuple[GatewayProcess, Path], broken: bool
+) -> None:
+    gw, root = deploy
+    source = root / "src"
+    source.mkdir()
+    (source / "VERSION").write_text("from-script")
+    (source / "node_modules").mkdir()  # never copied into a release
+    previous = os.readlink(root / "current")
+    build = "mkdir -p .next && echo script-build > .next/BUILD_ID" + (
+        " && touch BROKEN" if broken else ""
+    )
+    env = {
+        **os.environ,
+        "NPM_CI": "true",
+        "BUILD": build,
+        "GATEWAY": str(Path(sys.executable).parent / "gateway"),
+    }
+    done = subprocess.run(
+        [
+            str(ROOT / "scripts" / "deploy-release.sh"),
+            str(source),
+            str(root),
+            "--port",
+            str(gw.port),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    if broken:
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert os.readlink(root / "current") == previous  # the link is back
+        assert version(gw) == "a"
+    else:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert version(gw) == "from-script"
+        current = Path(os.readlink(root / "current"))
+        assert current.parent == root / "releases" and not (current / "node_modules").exists()
