@@ -78,6 +78,26 @@ def test_supervisord_runs_restarts_and_shuts_down_the_stack(
         assert sv.pid_of("redis") == redis  # untouched
         assert "stopped: gateway (exit status 0)" in sv.log
 
+        # A deploy under supervisord: `supervisorctl signal HUP gateway` reloads the app (here
+        # the same release) with a new child, without restarting the gateway.
+        sv.ctl("signal", "HUP", "gateway")
+        state = sv.wait(
+            lambda: (
+                (s := ready(port))
+                and s["next"]["reload"]["generation"] == 1
+                and not s["next"]["reload"]["reloading"]
+                and s
+            ),
+            90,
+            "the reload",
+        )
+        assert state["next"]["reload"]["last"]["state"] == "ok", state  # type: ignore[index]
+        assert sv.pid_of("gateway") == new_gateway
+        reloaded_node = int(state["next"]["pid"])  # type: ignore[index]
+        assert reloaded_node != new_node
+        sv.wait(lambda: not pid_alive(new_node), 30, "the previous child to stop")
+        new_node = reloaded_node
+
         out = sv.ctl("shutdown")
         assert "Shut down" in out, out
         assert sv.proc is not None
