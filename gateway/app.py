@@ -31,11 +31,12 @@ from gateway import nextjs
 from gateway.config import GatewayConfig
 from gateway.errors import StartupError
 from gateway.metrics import GatewayMetrics, MetricsHandler, route_kind
+from gateway.nextbuild import locate
 from gateway.observability import handler_logger
 from gateway.proxy.client_stream import ClientStream
 from gateway.proxy.handler import ProxyService, ProxySettings
 from gateway.proxy.headers import ForwardingPolicy
-from gateway.proxy.static import StaticAssets
+from gateway.proxy.static import StaticAssets, StaticSources
 from gateway.proxy.upstream import UpstreamPool
 from gateway.proxy.websocket import WebSocketPassthrough, WebSocketUpgrade
 from gateway.realtime.api import ApiHandler, ServerApi
@@ -56,6 +57,17 @@ from gateway.workers import RemoteUpstream, WorkerPool, state_message
 log = logging.getLogger("gateway")
 
 
+def static_sources(release_dir: str) -> StaticSources:
+    """Where the static fast path reads the files of the release in ``release_dir``."""
+    app = locate(release_dir)
+    return StaticSources(
+        static_dir=app.static_dir,
+        build_id_file=app.build_id_file,
+        public_dir=app.public_dir,
+        authoritative=app.standalone,
+    )
+
+
 def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
     """The proxy's shared state; the pool and the static set follow the child's restarts."""
     pcfg = cfg.proxy
@@ -68,9 +80,12 @@ def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
         queue_timeout=pcfg.queue_timeout,
     )
     static = None
-    if cfg.static.enabled and not cfg.next.dev:  # `next dev` rewrites its assets constantly
+    release = os.path.realpath(cfg.next.dir)
+    # `next dev` rewrites its assets constantly; a standalone server.js has none to serve, so
+    # there the gateway serves them even with static.enabled off.
+    if not cfg.next.dev and (cfg.static.enabled or static_sources(release).authoritative):
         static = StaticAssets(
-            os.path.realpath(cfg.next.dir),
+            static_sources(release),
             cfg.static.max_file_size,
             cfg.static.max_total_size,
             cfg.static.compress,
@@ -101,8 +116,9 @@ def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
         if static is not None:  # a restart or a reload may bring a new build
             release = supervisor.snapshot().get("release")
             if release:
-                static.set_release(release)
-            background.spawn(static.reload_if_changed(), "reloading static assets")
+                static.set_sources(static_sources(release))
+            if static.changed():  # from now on, a request for one of its files waits for it
+                background.spawn(static.reload_if_changed(), "reloading static assets")
 
     supervisor.add_listener(on_child_state)
     return settings
@@ -452,7 +468,7 @@ class Gateway:
             log.warning("some client connections did not close within 5 s")
 
     def _announce(self, port: int, extra: str = "") -> None:
-        mode = "next dev" if self.cfg.next.dev else "next start"
+        mode = nextjs.child_kind(self.cfg)
         log.info(
             "listening on http://%s:%d (%s from %s%s, %s engine)",
             self.cfg.server.host or "*",

@@ -59,6 +59,8 @@ class ChildSpec:
     """Builds the command line for a given loopback port."""
     cwd: str
     env: Mapping[str, str]
+    port_env: Callable[[int], Mapping[str, str]] = lambda port: {}
+    """Environment that depends on the loopback port (a server that reads ``PORT``)."""
     host: str = "127.0.0.1"
     port: int = 0
     """Fixed loopback port, or 0 to pick a free one at every start."""
@@ -425,7 +427,7 @@ class ChildSupervisor:
             lambda: _ChildProtocol(limit=1 << 20, loop=loop),  # longest output line kept whole
             *self.spec.argv(port),
             cwd=self.spec.cwd,
-            env=dict(self.spec.env),
+            env={**self.spec.env, **self.spec.port_env(port)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -46,7 +46,14 @@ from gateway.proxy.framing import (
 )
 from gateway.proxy.headers import ForwardingPolicy, strip_hop_by_hop
 from gateway.proxy.http11 import request_head
-from gateway.proxy.static import CACHE_CONTROL, PREFIX, Asset, StaticAssets, choose, etag_matches
+from gateway.proxy.static import (
+    PREFIX,
+    Asset,
+    StaticAssets,
+    byte_range,
+    choose,
+    etag_matches,
+)
 from gateway.proxy.upstream import PoolBusy, Upstream, UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("gateway.proxy")
@@ -54,6 +61,9 @@ log = logging.getLogger("gateway.proxy")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # RFC 9110 §9.2.2
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _UNLIMITED = 2**62
+# Longest a request for a static file waits for a new build's set to be read, when the child
+# cannot serve the file itself (a standalone build); reading takes well under a second here.
+_STATIC_LOAD_WAIT = 10.0
 # Longest a response head waits for its first piece of body (see ProxyExchange.flush).
 _HEAD_HOLD = 0.02
 
@@ -200,9 +210,17 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         expect = headers.get("Expect")
         if expect is not None and not self._expectation_met(expect, headers):
             return None
-        if self.s.static is not None and self.method in ("GET", "HEAD") and not self._has_body:
-            if self.uri.startswith(PREFIX) and self._find_static(self.s.static):
+        static = self.s.static
+        if static is not None and self.method in ("GET", "HEAD") and not self._has_body:
+            if (self.uri.startswith(PREFIX) or static.serves_public) and self._find_static(static):
                 return None  # answered in finish(), once the (empty) body is read
+            if (
+                static.loading
+                and static.authoritative
+                and (self.uri.startswith(PREFIX) or static.serves_public)
+            ):
+                # The child has no copy of the new build's files: wait for the set.
+                return self._find_static_once_loaded(static)
         if framing.length > self.s.max_body_size:
             self._answer(413, "Payload Too Large", self._too_large())
             return None
@@ -609,7 +627,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
 
     def _find_static(self, static: StaticAssets) -> bool:
         """True if the gateway answers this static path itself (the asset, or a 404)."""
-        if "Range" in self.headers:
+        if "Range" in self.headers and not static.authoritative:
             return False  # rare for these files; Next.js implements ranges
         path = self.uri.split("?", 1)[0]
         asset = static.lookup(path)
@@ -621,10 +639,16 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             return True
         return False  # e.g. a build newer than the set in memory: Next has it
 
+    async def _find_static_once_loaded(self, static: StaticAssets) -> None:
+        await static.wait_loaded(_STATIC_LOAD_WAIT)
+        if (self.uri.startswith(PREFIX) or static.serves_public) and self._find_static(static):
+            return
+        self._target = self.s.upstream.target()  # as headers_received does for a GET
+
     def _send_asset(self, asset: Asset) -> None:
         rep = choose(asset, self.headers.get("Accept-Encoding", ""))
         out = httputil.HTTPHeaders()
-        out["Cache-Control"] = CACHE_CONTROL
+        out["Cache-Control"] = asset.cache_control
         out["Accept-Ranges"] = "bytes"
         out["Last-Modified"] = asset.last_modified
         out["ETag"] = rep.etag
@@ -640,9 +664,31 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             not_modified = _not_modified_since(
                 self.headers.get("If-Modified-Since"), asset.last_modified
             )
+        size = len(asset.identity.body)
         body = b""
-        if not_modified:
+        unsatisfiable = False
+        try:
+            # Asked only of a set the child cannot serve (see _find_static).
+            span = None if not_modified or "Range" not in self.headers else self._range_of(asset)
+        except ValueError:
+            unsatisfiable, span = True, None
+        if unsatisfiable:
+            self.status = 416  # RFC 9110 §15.5.17: no byte of the range exists
+            out.pop("Content-Encoding", None)
+            out["Content-Range"] = f"bytes */{size}"
+            out["Content-Length"] = "0"
+        elif not_modified:
             self.status = 304
+        elif span is not None:
+            # A range of the identity representation (RFC 9110 §14.1.2), whatever was accepted.
+            first, last = span
+            self.status = 206
+            out.pop("Content-Encoding", None)
+            out["ETag"] = asset.identity.etag
+            out["Content-Range"] = f"bytes {first}-{last}/{size}"
+            out["Content-Length"] = str(last - first + 1)
+            if self.method != "HEAD":
+                body = asset.identity.body[first : last + 1]
         else:
             self.status = 200
             out["Content-Length"] = str(len(rep.body))
@@ -651,6 +697,15 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             httputil.ResponseStartLine("HTTP/1.1", self.status, ""), out, body
         )
         self._finish_response()
+
+    def _range_of(self, asset: Asset) -> tuple[int, int] | None:
+        """The byte range to send, None for the whole file; ValueError: unsatisfiable."""
+        if_range = self.headers.get("If-Range")
+        # If-Range needs a strong validator (RFC 9110 §13.1.5); the ETag is weak, so only an
+        # exact Last-Modified date keeps the range.
+        if if_range is not None and if_range.strip() != asset.last_modified:
+            return None
+        return byte_range(self.headers["Range"], len(asset.identity.body))
 
     # -- the gateway's own answers ------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -38,6 +39,8 @@ def fake_next_install(root: Path) -> Path:
     script = root / "node_modules" / "next" / "dist" / "bin" / "next"
     script.parent.mkdir(parents=True)
     script.write_text("// not really next\n")
+    package = {"name": "next", "version": "16.4.6", "engines": {"node": ">=20.9.0"}}
+    (root / "node_modules" / "next" / "package.json").write_text(json.dumps(package))
     return root
 
 
@@ -48,7 +51,12 @@ def test_missing_next_dir(tmp_path: Path) -> None:
 
 def test_no_node_on_path(tmp_path: Path) -> None:
     result = gateway("--next-dir", str(tmp_path), env={"PATH": str(tmp_path)})
-    assert_one_line_error(result, 1, "'node' not found on PATH: install Node.js >= 20.9")
+    assert_one_line_error(result, 1, "'node' not found on PATH: install Node.js")
+    app = fake_next_install(tmp_path)  # then the floor is the installed Next.js's
+    result = gateway("--next-dir", str(app), env={"PATH": str(tmp_path)})
+    assert_one_line_error(
+        result, 1, "'node' not found on PATH: install Node.js >=20.9.0 (what Next.js 16.4.6 needs)"
+    )
 
 
 def test_next_not_installed(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import pytest
 from gateway.proxy.static import (
     Asset,
     Representation,
+    byte_range,
     choose,
     etag_matches,
     parse_accept_encoding,
@@ -76,3 +77,29 @@ def test_etag_weak_comparison(header: str, matches: bool) -> None:
 )
 def test_unsafe_paths(path: str, unsafe: bool) -> None:
     assert unsafe_path(path) is unsafe
+
+
+@pytest.mark.parametrize(
+    ("header", "span"),
+    [
+        ("bytes=0-9", (0, 9)),
+        ("bytes=90-", (90, 99)),
+        ("bytes=-10", (90, 99)),
+        ("bytes=-500", (0, 99)),
+        ("bytes=95-200", (95, 99)),
+        ("bytes = 5 - 6", (5, 6)),
+        ("bytes=0-1,5-6", None),  # several ranges: the whole file (RFC 9110 §14.2 allows it)
+        ("items=0-1", None),
+        ("bytes=9-1", None),
+        ("bytes=a-b", None),
+        ("bytes=-", None),
+    ],
+)
+def test_one_byte_range_or_the_whole_file(header: str, span: tuple[int, int] | None) -> None:
+    assert byte_range(header, 100) == span
+
+
+@pytest.mark.parametrize("header", ["bytes=100-", "bytes=200-300", "bytes=-0"])
+def test_a_range_with_no_byte_in_the_file_is_unsatisfiable(header: str) -> None:
+    with pytest.raises(ValueError):
+        byte_range(header, 100)
