@@ -38,7 +38,7 @@ from gateway.proxy.handler import ProxyService, ProxySettings
 from gateway.proxy.headers import ForwardingPolicy
 from gateway.proxy.static import StaticAssets, StaticSources
 from gateway.proxy.upstream import UpstreamPool
-from gateway.proxy.websocket import WebSocketPassthrough, WebSocketUpgrade
+from gateway.proxy.websocket import DevOriginHint, WebSocketPassthrough, WebSocketUpgrade
 from gateway.realtime.api import ApiHandler, ServerApi
 from gateway.realtime.auth import TokenVerifier, VerifierSettings
 from gateway.realtime.broker import Broker, PresenceManager
@@ -196,6 +196,8 @@ def make_app(
         "upstream": supervisor,
         "forwarding": proxy.forwarding,
         "connect_timeout": cfg.proxy.connect_timeout,
+        "first_byte_timeout": cfg.proxy.first_byte_timeout,
+        "dev_origins": DevOriginHint() if nextjs.checks_dev_origins(cfg) else None,
     }
     app = Application(
         [

@@ -134,6 +134,15 @@ def preflight(cfg: GatewayConfig) -> None:
             )
 
 
+def checks_dev_origins(cfg: GatewayConfig) -> bool:
+    """True when the child is a `next dev` that refuses HMR from origins it does not know
+    (Next.js 16 and later; 15 only warned)."""
+    if not cfg.next.dev or cfg.next.command:
+        return False
+    package = installed_next(locate(cfg.next.dir, dev=True))
+    return package is not None and package.major >= 16
+
+
 def child_kind(cfg: GatewayConfig) -> str:
     """What the child runs, for the start-up line."""
     if cfg.next.command:

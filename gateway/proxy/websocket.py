@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from tornado import httputil
 from tornado.httpclient import HTTPClientError, HTTPRequest
@@ -43,6 +44,36 @@ _HANDSHAKE = frozenset(
 _RESERVED_CLOSE = frozenset({1005, 1006, 1015})
 
 
+class DevOriginHint:
+    """`next dev` of Next.js 16 refuses the HMR WebSocket of a page whose Origin is not
+    localhost, the address it listens on, or a host next.config's ``allowedDevOrigins`` lists:
+    someone opening the dev gateway by a LAN name gets the page, no hot reload, and a message in
+    Next's log only. When an upgrade from such an origin is not accepted, say what to do, once
+    per host."""
+
+    _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+    _MAX_HOSTS = 64  # Origin is the client's to choose: the memory of hosts told is bounded
+
+    def __init__(self) -> None:
+        self._told: set[str] = set()
+
+    def refused(self, origin: str | None, path: str) -> None:
+        host = urlsplit(origin).hostname if origin else None
+        if not host or host in self._LOOPBACK or host.endswith(".localhost"):
+            return
+        if host in self._told or len(self._told) >= self._MAX_HOSTS:
+            return
+        self._told.add(host)
+        log.warning(
+            "next dev did not accept the WebSocket %s of a page opened as %s (no hot reload "
+            "there): Next.js 16 accepts dev origins other than localhost only when next.config "
+            "lists them: add allowedDevOrigins: ['%s'] and restart",
+            path.split("?", 1)[0],
+            host,
+            host,
+        )
+
+
 class WebSocketUpgrade(Matcher):
     """Matches requests that ask to upgrade to WebSocket, whatever their path."""
 
@@ -56,11 +87,18 @@ class WebSocketPassthrough(GatewayHandler, WebSocketHandler):
     """Bridges one client WebSocket to the same path on the child."""
 
     def initialize(
-        self, upstream: Upstream, forwarding: ForwardingPolicy, connect_timeout: float
+        self,
+        upstream: Upstream,
+        forwarding: ForwardingPolicy,
+        connect_timeout: float,
+        first_byte_timeout: float = 300.0,
+        dev_origins: DevOriginHint | None = None,
     ) -> None:
         self.upstream = upstream
         self.forwarding = forwarding
         self.connect_timeout = connect_timeout
+        self.first_byte_timeout = first_byte_timeout
+        self.dev_origins = dev_origins
         self.child: WebSocketClientConnection | None = None
         self._closing_from_child = False
 
@@ -93,7 +131,14 @@ class WebSocketPassthrough(GatewayHandler, WebSocketHandler):
         url = f"ws://{target[0]}:{target[1]}{req.uri}"
         try:
             self.child = await websocket_connect(
-                HTTPRequest(url, headers=headers, connect_timeout=self.connect_timeout),
+                HTTPRequest(
+                    url,
+                    headers=headers,
+                    connect_timeout=self.connect_timeout,
+                    # The child's answer to the upgrade is its first byte (Tornado's own
+                    # default would be 20 s, whatever proxy.first_byte_timeout says).
+                    request_timeout=self.first_byte_timeout,
+                ),
                 on_message_callback=self._from_child,
                 subprotocols=offered or None,
                 max_message_size=64 * 1024 * 1024,
@@ -105,18 +150,25 @@ class WebSocketPassthrough(GatewayHandler, WebSocketHandler):
                 # server for this path.
                 status = 504 if "Timeout" in str(e) else 502
                 log.info("websocket upgrade for %s not accepted by the child: %s", req.uri, e)
+                self._not_accepted()
                 self.set_status(status)
                 self.finish({"error": "bad_gateway" if status == 502 else "gateway_timeout"})
                 return
+            self._not_accepted()
             self.set_status(e.code)  # the child refused the upgrade: pass its answer on
             self.finish(e.response.body)
             return
         except OSError as e:
             log.warning("websocket to the child failed for %s: %s", req.uri, e)
+            self._not_accepted()
             self.set_status(502)
             self.finish({"error": "bad_gateway"})
             return
         await super().get(*args, **kwargs)
+
+    def _not_accepted(self) -> None:
+        if self.dev_origins is not None:
+            self.dev_origins.refused(self.request.headers.get("Origin"), self.request.uri or "")
 
     def check_origin(self, origin: str) -> bool:
         return True  # Origin is forwarded: the child applies its own policy

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,10 @@ WS_CHILD = Path(__file__).resolve().parents[1] / "support" / "ws_child.py"
 
 @pytest.fixture(scope="module")
 def ws_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    config = {"next": {"dir": ".", "command": [sys.executable, str(WS_CHILD), "--port", "{port}"]}}
+    config = {
+        "next": {"dir": ".", "command": [sys.executable, str(WS_CHILD), "--port", "{port}"]},
+        "proxy": {"first_byte_timeout": 1.5},
+    }
     with GatewayProcess(tmp_path_factory.mktemp("ws"), config) as gw:
         gw.wait_ready()
         yield gw
@@ -81,6 +85,22 @@ def test_a_refused_upgrade_reaches_the_client_as_the_childs_answer(
     run(scenario())
 
 
+@pytest.mark.parametrize(("path", "status"), [("/hangup", 502), ("/silent", 504)])
+def test_an_upgrade_the_child_drops_or_never_answers_is_502_or_504(
+    ws_gateway: GatewayProcess, path: str, status: int
+) -> None:
+    # Not Tornado's internal 599: a client, a proxy in front or a log reader must understand it.
+    async def scenario() -> float:
+        started = time.monotonic()
+        with pytest.raises(InvalidStatus) as info:
+            await websockets.connect(f"ws://127.0.0.1:{ws_gateway.port}{path}", open_timeout=15)
+        assert info.value.response.status_code == status
+        return time.monotonic() - started
+
+    took = run(scenario())
+    assert isinstance(took, float) and took < 10  # proxy.first_byte_timeout, not Tornado's 20 s
+
+
 def test_hmr_socket_of_next_dev_opens_through_the_gateway(next_build: Path, tmp_path: Path) -> None:
     with GatewayProcess(tmp_path, {"next": {"dir": str(next_build)}}, args=["--dev"]) as gw:
         gw.wait_ready(90)
@@ -93,3 +113,21 @@ def test_hmr_socket_of_next_dev_opens_through_the_gateway(next_build: Path, tmp_
 
         first = run(scenario())
         assert isinstance(first, dict) and "type" in first, first
+
+        # Opened by a LAN name: Next 16 refuses the socket unless allowedDevOrigins lists the
+        # host; the client gets an HTTP error (never 599), the gateway log says what to do, once.
+        async def from_lan() -> int:
+            with pytest.raises(InvalidStatus) as info:
+                await websockets.connect(
+                    f"ws://127.0.0.1:{gw.port}/_next/hmr?id=gateway-test",
+                    origin="http://devbox.lan:3000",  # type: ignore[arg-type]
+                )
+            return int(info.value.response.status_code)
+
+        assert run(from_lan()) == run(from_lan()) == 502
+        hints = [
+            line
+            for line in gw.lines
+            if "gateway.proxy.websocket" in line and "allowedDevOrigins: ['devbox.lan']" in line
+        ]
+        assert len(hints) == 1, gw.log

@@ -5,6 +5,8 @@
 /ws           echoes text and binary; offers subprotocols chat.v2 then chat.v1; the message
               "close:<code>:<reason>" makes it close with that code and reason
 /refuse       refuses the upgrade with 403
+/silent       never answers (the upgrade hangs)
+/hangup       closes the connection without an answer
 /last-close   (HTTP) the code and reason of the last close a client sent, as JSON
 """
 
@@ -47,6 +49,17 @@ class Refuse(tornado.web.RequestHandler):
         self.finish("no websockets here")
 
 
+class Silent(tornado.web.RequestHandler):
+    async def get(self) -> None:
+        await asyncio.sleep(3600)
+
+
+class Hangup(tornado.web.RequestHandler):
+    def get(self) -> None:
+        assert self.request.connection is not None
+        self.request.connection.detach().close()  # type: ignore[attr-defined]
+
+
 class Root(tornado.web.RequestHandler):
     def head(self) -> None:
         self.finish()
@@ -65,7 +78,14 @@ async def main() -> None:
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args()
     app = tornado.web.Application(
-        [(r"/ws", Echo), (r"/refuse", Refuse), (r"/last-close", LastClose), (r"/", Root)]
+        [
+            (r"/ws", Echo),
+            (r"/refuse", Refuse),
+            (r"/silent", Silent),
+            (r"/hangup", Hangup),
+            (r"/last-close", LastClose),
+            (r"/", Root),
+        ]
     )
     app.listen(args.port, "127.0.0.1")
     await asyncio.Event().wait()
