@@ -18,7 +18,7 @@ RUN sh docker/build.sh app-deps
 COPY nextjs-app/ nextjs-app/
 RUN sh docker/build.sh app
 
-# -- Runtime: Python, the gateway, supervisord, node (the binary only), the built app --------
+# -- Runtime: Python, the gateway, supervisord, node (the binary only), the standalone app ---
 FROM python:3.11-slim-bookworm
 ENV NEXT_TELEMETRY_DISABLED=1 \
     PYTHONUNBUFFERED=1 \
@@ -26,6 +26,7 @@ ENV NEXT_TELEMETRY_DISABLED=1 \
     PATH=/opt/gateway/bin:$PATH \
     GATEWAY_PORT=8000 \
     GATEWAY_CONFIG=/app/config/gateway.yaml \
+    GATEWAY_NEXT_DIR=/app/nextjs-app/.next/standalone \
     GATEWAY_RUN_DIR=/tmp/gateway \
     GATEWAY_LOCAL_REDIS=false
 # redis-server for GATEWAY_LOCAL_REDIS=true (engine.kind redis on one box); a few MB.
@@ -40,7 +41,11 @@ COPY gateway/ gateway/
 RUN sh docker/build.sh gateway
 COPY config/ config/
 COPY supervisord.conf ./
-COPY --from=app /src/nextjs-app/ nextjs-app/
+# The standalone build (server.js and the node_modules it uses: 42 MB, against 363 MB for the
+# pruned project) and, where `next build` put them, the files the gateway serves itself.
+COPY --from=app /src/nextjs-app/.next/standalone/ nextjs-app/.next/standalone/
+COPY --from=app /src/nextjs-app/.next/static/ nextjs-app/.next/static/
+COPY --from=app /src/nextjs-app/public/ nextjs-app/public/
 RUN sh docker/build.sh check
 # An unprivileged user; it owns only the run directory (sockets, pid file).
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app gateway \

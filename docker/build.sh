@@ -4,7 +4,7 @@
 # is built with is what CI builds. Run from the stage's working directory:
 #
 #   sh docker/build.sh app-deps   Node stage: install nextjs-app's dependencies (npm ci)
-#   sh docker/build.sh app        Node stage: next build, then drop dev dependencies and caches
+#   sh docker/build.sh app        Node stage: next build, standalone output
 #   sh docker/build.sh gateway    Python stage: the gateway and supervisord into $GATEWAY_VENV
 #   sh docker/build.sh check      Python stage: the shipped files are usable (config, conf, app)
 set -eu
@@ -19,10 +19,11 @@ app-deps)
 	;;
 app)
 	cd nextjs-app
-	node node_modules/next/dist/bin/next build
-	npm prune --omit=dev --no-audit --no-fund
-	# The build cache speeds up the next build only; it is not needed to serve.
-	rm -rf .next/cache
+	# output: 'standalone' (next.config.ts): .next/standalone holds server.js and only the
+	# node_modules it uses. The runtime stage copies it with .next/static and public/, which
+	# the gateway serves from there: no copy into the standalone folder, no npm prune.
+	BUILD_STANDALONE=1 node node_modules/next/dist/bin/next build
+	test -f .next/standalone/server.js || { echo "next build made no standalone server" >&2; exit 1; }
 	;;
 gateway)
 	: "${GATEWAY_VENV:?set GATEWAY_VENV to the virtualenv to create}"
@@ -36,9 +37,12 @@ gateway)
 check)
 	: "${GATEWAY_CONFIG:?set GATEWAY_CONFIG to the shipped config file}"
 	"$GATEWAY_VENV/bin/gateway" check-config "$GATEWAY_CONFIG" >/dev/null
-	test -f nextjs-app/.next/BUILD_ID || { echo "nextjs-app is not built" >&2; exit 1; }
+	: "${GATEWAY_NEXT_DIR:?set GATEWAY_NEXT_DIR to the shipped standalone build}"
+	test -f "$GATEWAY_NEXT_DIR/.next/BUILD_ID" || { echo "nextjs-app is not built" >&2; exit 1; }
+	test -f "$GATEWAY_NEXT_DIR/server.js" || { echo "no standalone server.js" >&2; exit 1; }
+	test -d "$GATEWAY_NEXT_DIR/../static" || { echo "no .next/static beside it" >&2; exit 1; }
 	test -f supervisord.conf || { echo "supervisord.conf is missing" >&2; exit 1; }
-	echo "image contents check out: $(cat nextjs-app/.next/BUILD_ID)"
+	echo "image contents check out: $(cat "$GATEWAY_NEXT_DIR/.next/BUILD_ID")"
 	;;
 *)
 	echo "build.sh: unknown step '$step' (app-deps, app, gateway or check)" >&2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -70,12 +71,18 @@ def test_the_image_is_multi_stage_unprivileged_and_self_checking(recipe: Recipe)
     assert runtime.exposed == ["8000"]
     assert runtime.healthcheck and "/_gateway/ready" in runtime.healthcheck[-1]
     assert [Path(runtime.cmd[0]).name, *runtime.cmd[1:3]] == ["supervisord", "-n", "-c"]
-    # The built app, without what only building needs.
-    built = runtime.path("/app/nextjs-app")
-    assert (built / ".next" / "BUILD_ID").is_file()
-    assert not (built / ".next" / "cache").exists()
-    assert not (built / "node_modules" / "typescript").exists()  # a dev dependency
+    # The standalone build, without what only building needs, and the files the gateway
+    # serves beside it (docs/compatibility.md: 42 MB instead of 363 MB for the pruned project).
+    app_dir = runtime.path("/app/nextjs-app")
+    built = app_dir / ".next" / "standalone"
+    assert runtime.env["GATEWAY_NEXT_DIR"] == str(built)
+    assert (built / "server.js").is_file() and (built / ".next" / "BUILD_ID").is_file()
     assert (built / "node_modules" / "next").is_dir()
+    assert not (built / "node_modules" / "typescript").exists()  # a dev dependency
+    assert not (app_dir / "node_modules").exists() and not (app_dir / ".next" / "cache").exists()
+    assert any((app_dir / ".next" / "static").rglob("*.js")) and (app_dir / "public").is_dir()
+    size = sum(p.stat().st_size for p in app_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    assert size < 80 * 2**20, f"the runtime app is {size / 2**20:.0f} MiB"
     # The gateway is installed, not linked to this checkout.
     site = list(runtime.path("/opt/gateway/lib").glob("python3*/site-packages/gateway/app.py"))
     assert site, "gateway not installed in the image's virtualenv"
@@ -113,8 +120,14 @@ def test_the_image_command_serves_and_stops_cleanly(recipe: Recipe) -> None:
         assert status == 200 and b"<html" in body
         status, _, body = http_request(f"http://127.0.0.1:{port}/_gateway/ready")
         state = json.loads(body)
-        build_id = stage.path("/app/nextjs-app/.next/BUILD_ID").read_text().strip()
+        build_id = (Path(env["GATEWAY_NEXT_DIR"]) / ".next" / "BUILD_ID").read_text().strip()
         assert state["static"]["build_id"] == build_id  # assets come from the image's build
+        assert state["static"]["authoritative"]  # standalone: the gateway serves them
+        status, _, body = http_request(f"http://127.0.0.1:{port}/about")
+        chunk = re.search(rb'/_next/static/[^"]+\.js', body)
+        assert status == 200 and chunk is not None
+        assert http_request(f"http://127.0.0.1:{port}{chunk[0].decode()}")[0] == 200
+        assert http_request(f"http://127.0.0.1:{port}/robots.txt")[0] == 200
         node_pid = state["next"]["pid"]
         assert pid_alive(node_pid)
 

@@ -75,12 +75,3 @@ def cached_build(
 
 def link_node_modules(work: Path, app: Path = APP) -> None:
     subprocess.run(["cp", "-al", str(app / "node_modules"), str(work)], check=True)
-
-
-def set_next_config(work: Path, entries: str) -> None:
-    """Add ``entries`` (TypeScript object members) to the app's next.config.ts."""
-    config = work / "next.config.ts"
-    text = config.read_text()
-    marker = "const nextConfig: NextConfig = {\n"
-    assert marker in text, "next.config.ts changed shape: update tests/support/next_builds.py"
-    config.write_text(text.replace(marker, marker + entries))
