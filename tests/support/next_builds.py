@@ -9,6 +9,7 @@ version, its own node_modules installed from the npm registry."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -75,3 +76,60 @@ def cached_build(
 
 def link_node_modules(work: Path, app: Path = APP) -> None:
     subprocess.run(["cp", "-al", str(app / "node_modules"), str(work)], check=True)
+
+
+COMPAT_APP = ROOT / "tests" / "compat" / "app"
+# Next.js -> the React it is built with (14 supports React 18 only).
+REACT_FOR = {"14": "18.3.1", "15": "19.3.1", "16": "19.3.1"}
+
+
+def installed_next_version(app: Path = APP) -> str:
+    return str(json.loads((app / "node_modules" / "next" / "package.json").read_text())["version"])
+
+
+def npm_install_next(version: str) -> Path:
+    """A node_modules with Next.js ``version`` and its React, installed from the npm registry
+    once (cached like the builds); link it into a project with :func:`link_node_modules`."""
+    react = REACT_FOR[version.split(".")[0]]
+    target = CACHE / f"npm-next-{version}-react-{react}"
+    if (target / "node_modules" / "next" / "package.json").is_file():
+        return target
+    work = target.with_name(target.name + ".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    package = {
+        "name": "compat-app",
+        "private": True,
+        "dependencies": {"next": version, "react": react, "react-dom": react},
+    }
+    (work / "package.json").write_text(json.dumps(package, indent=2) + "\n")
+    installed = subprocess.run(
+        # No install scripts: nothing may download a binary of its own (SWC and sharp come as
+        # npm packages).
+        ["npm", "install", "--no-audit", "--no-fund", "--ignore-scripts"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    if installed.returncode != 0:
+        raise BuildFailed(f"npm install next@{version} failed:\n{installed.stderr[-3000:]}")
+    shutil.rmtree(target, ignore_errors=True)
+    work.rename(target)
+    return target
+
+
+def compat_build(version: str, standalone: bool = False) -> Path:
+    """tests/compat/app built with Next.js ``version`` (the bundled app's node_modules when it
+    is the same Next.js), as a project or as a standalone build."""
+    same = version == installed_next_version()
+    deps = APP if same else npm_install_next(version)
+
+    def prepare(work: Path) -> None:
+        link_node_modules(work, deps)
+        if not same:
+            shutil.copy2(deps / "package.json", work / "package.json")
+
+    mode = "standalone" if standalone else "project"
+    recipe = f"node_modules of {deps.name}, {mode}"
+    env = {"BUILD_STANDALONE": "1"} if standalone else {}
+    return cached_build(f"compat-{version}-{mode}", recipe, prepare, app=COMPAT_APP, env=env)
