@@ -244,11 +244,16 @@ class RestartConfig:
 class NextConfig:
     dir: str = setting(
         "nextjs-app",
-        doc="The Next.js app directory (relative to the working directory).",
+        doc="The Next.js app directory (relative to the working directory): a project, or a "
+        "standalone build's project root or .next/standalone folder.",
         env="GATEWAY_NEXT_DIR",
     )
     dev: bool = setting(False, doc="Run `next dev` instead of `next start`.")
-    node: str = setting("node", doc="Node.js executable: a name on PATH or a path.")
+    node: str = setting(
+        "node",
+        doc="Node.js executable: a name on PATH or a path (a version the installed Next.js "
+        "accepts: its engines.node).",
+    )
     port: int = setting(
         0,
         doc="Loopback port for the child (0 = a free port, chosen at each start).",
