@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import websockets
+from conftest import require
+from support import debian_node
 from support.next_builds import (
     COMPAT_APP,
     BuildFailed,
@@ -28,7 +32,7 @@ from support.next_builds import (
     link_node_modules,
     npm_install_next,
 )
-from support.procs import GatewayProcess, http_request, open_response
+from support.procs import ROOT, GatewayProcess, http_request, open_response, spawn_logged
 
 from integration.conftest import direct_url
 
@@ -176,3 +180,57 @@ def test_hmr_through_the_gateway_in_dev(version: str, next_deps: Path, tmp_path:
         # 14 and 15 accept any origin (15 only warns): no allowedDevOrigins hint from us.
         assert asyncio.run(first_message("http://devbox.lan:3000"))["action"] == "sync"
         assert not [line for line in gw.lines if "gateway.proxy.websocket" in line]
+
+
+class NamespacedGateway(GatewayProcess):
+    """A gateway started behind a command prefix (here: a private mount namespace)."""
+
+    def __init__(self, workdir: Path, config: dict[str, object], prefix: list[str]) -> None:
+        super().__init__(workdir, config)
+        self.prefix = prefix
+
+    def start(self) -> None:
+        cmd = [*self.prefix, sys.executable, "-m", "gateway", "run"]
+        cmd += ["--config", str(self.config_path), "--port", str(self.port)]
+        self.proc, self._reader = spawn_logged(cmd, ROOT, self.env, self.lines)
+
+
+def test_node_18_runs_next_14_and_15_and_next_16_refuses_it(
+    next_deps: Path, tmp_path: Path
+) -> None:
+    try:
+        tree = debian_node.node18()
+        version = debian_node.check_runs(tree, tmp_path)
+    except debian_node.Unavailable as e:
+        require(False, f"Debian's Node.js 18 ({e})", "apt-get update")
+        return
+    assert version.startswith("v18."), version
+    node, prefix = debian_node.wrapper(tree, tmp_path), debian_node.in_namespace(tree)
+    for next_version, standalone in [("15.5.29", False), ("15.5.29", True), ("14.2.35", False)]:
+        try:
+            app = compat_build(next_version, standalone)
+        except BuildFailed as e:
+            pytest.fail(str(e))
+        next_dir = app / ".next" / "standalone" if standalone else app
+        workdir = tmp_path / f"{next_version}-{standalone}"
+        workdir.mkdir()
+        config = {"next": {"dir": str(next_dir), "node": str(node)}}
+        with NamespacedGateway(workdir, config, prefix) as gw:
+            gw.wait_ready(60)
+            status, _, page = gw.request("/")
+            assert status == 200 and b"compat home" in page, next_version
+            assert gw.request("/hello.txt")[0] == 200
+            assert gw.request("/stream")[0] == 200
+        assert f"Next.js {next_version}" in gw.log
+    # The bundled app's Next.js 16 asks for >=20.9.0: one line, before anything starts.
+    config_path = tmp_path / "16.yaml"
+    config_path.write_text(f"next:\n  node: {node}\n  dir: {ROOT / 'nextjs-app'}\n")
+    refused = subprocess.run(
+        [*prefix, sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert f"is Node.js {version}; Next.js 16.4.6 needs Node.js >=20.9.0" in refused.stderr
