@@ -9,6 +9,7 @@ is laid over the real one (`unshare -m` + an overlay mount): nothing on the mach
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -33,14 +34,22 @@ class Unavailable(Exception):
     """Debian's Node 18 cannot be had or run here; ``str()`` says why."""
 
 
-def _node18_version() -> str:
+def _node18_versions() -> list[str]:
     out = subprocess.run(
         ["apt-cache", "madison", "nodejs"], capture_output=True, text=True, check=False
     ).stdout
-    versions = re.findall(r"^\s*nodejs \| (18\.[^ ]+) \|", out, re.M)
+    # madison lists the preferred (security) version first
+    return re.findall(r"^\s*nodejs \| (18\.[^ ]+) \|", out, re.M)
+
+
+def _node18_version() -> str:
+    versions = _node18_versions()
+    if not versions and os.geteuid() == 0:  # a fresh machine: no package lists yet
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+        versions = _node18_versions()
     if not versions:
         raise Unavailable("apt knows no nodejs 18 (run apt-get update)")
-    return versions[0]  # madison lists the preferred (security) version first
+    return versions[0]
 
 
 def node18() -> Path:
