@@ -226,7 +226,7 @@ class Releases:
         candidate.spec.max_failures = 1
         candidate.start()
         if not await candidate.wait_ready(self.cfg.next.start_timeout + 5):
-            reason = candidate.failure_reason or candidate.last_exit or "it did not start"
+            reason = candidate.last_exit or "it did not start"
             await candidate.stop()
             return self._refuse(attempt, f"the new release did not start: {reason}")
         old, old_dir, old_build = self.active, self.release_dir, self.build_id
@@ -264,13 +264,15 @@ class Releases:
         drain_ends = started + cfg.drain_timeout
         drained_at: float | None = None
         port = old.port
+        timed_out = False
         while True:
             now = time.monotonic()
-            if drained_at is None and (
-                port is None or self._connections_to(port) == 0 or now >= drain_ends
-            ):
+            if drained_at is None and (port is None or self._connections_to(port) == 0):
                 drained_at = now
-                attempt.drain_seconds = round(now - started, 3)
+            elif drained_at is None and now >= drain_ends:
+                drained_at, timed_out = now, True
+            if drained_at is not None and attempt.drain_seconds is None:
+                attempt.drain_seconds = round(drained_at - started, 3)
             if new.state is not ChildState.RUNNING and now < window_ends:
                 await self._roll_back(attempt, old, old_dir, old_build, new)
                 return
@@ -279,11 +281,20 @@ class Releases:
             await asyncio.sleep(0.1)
         new.spec.max_failures = normal_failures
         self._retiring.discard(old)
-        log.info(
-            "reload %d: previous child drained in %.2f s; stopping it",
-            attempt.generation,
-            attempt.drain_seconds or 0.0,
-        )
+        if timed_out:
+            log.warning(
+                "reload %d: the previous child still had %d connection(s) after the %g s "
+                "drain timeout; stopping it (what is still running on it is cut)",
+                attempt.generation,
+                self._connections_to(port) if port is not None else 0,
+                cfg.drain_timeout,
+            )
+        else:
+            log.info(
+                "reload %d: previous child drained in %.2f s; stopping it",
+                attempt.generation,
+                attempt.drain_seconds or 0.0,
+            )
         await old.stop()
 
     async def _roll_back(

@@ -2,9 +2,11 @@
 
 It finds the gateway by its port (``--port``, ``GATEWAY_PORT``, or the config file), reads
 ``/_gateway/ready`` for the process to signal and the current reload generation, sends SIGHUP
-(the same as ``supervisorctl signal HUP gateway`` or ``docker kill -s HUP``), then polls until
-that reload is decided. Exit 0 when the new release serves, 1 with the reason when it was
-refused (the previous release keeps serving), 2 when no gateway answers.
+(the same as ``supervisorctl signal HUP gateway``; in the shipped image, PID 1 is
+supervisord, which takes SIGHUP as "restart everything": use ``docker exec <c> gateway
+reload``), then polls until that reload is decided. Exit 0 when the new release serves, 1
+with the reason when it was refused (the previous release keeps serving), 2 when no gateway
+answers.
 """
 
 from __future__ import annotations

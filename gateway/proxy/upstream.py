@@ -266,6 +266,7 @@ class UpstreamPool:
         self._idle: dict[tuple[str, int], deque[tuple[UpstreamConnection, float]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._active: tuple[str, int] | None = None  # set by a reload's switch
 
     async def _take_slot(self) -> None:
         """Count one more connection in use, waiting for a free one at the limit."""
@@ -340,8 +341,11 @@ class UpstreamPool:
     def release(self, target: tuple[str, int], conn: UpstreamConnection) -> None:
         """Give a connection back; it is kept only if it can carry another request."""
         self._free_slot()
+        retired = self._active is not None and target != self._active
         idle = self._idle.setdefault(target, deque())
-        if not conn.reusable or len(idle) >= self.max_idle:
+        if not conn.reusable or len(idle) >= self.max_idle or retired:
+            # A connection to a child a reload switched away from goes no further: kept, it
+            # would hold that child (which drains until the gateway has no connection to it).
             conn.abort()
             return
         conn.recycle()
@@ -350,7 +354,9 @@ class UpstreamPool:
 
     def close_idle_except(self, target: tuple[str, int]) -> None:
         """Close idle connections to every other child (a reload switched to ``target``): the
-        previous child then drains as soon as its requests in flight are done."""
+        previous child then drains as soon as its requests in flight are done: those still
+        running close their connection when they end instead of returning it."""
+        self._active = target
         for other in [t for t in self._idle if t != target]:
             for conn, _ in self._idle.pop(other):
                 conn.abort()

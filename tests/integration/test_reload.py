@@ -91,8 +91,9 @@ def reload_state(gw: GatewayProcess) -> dict[str, Any]:
 class Load:
     """Requests in a loop on one keep-alive connection until stopped: every answer recorded."""
 
-    def __init__(self, gw: GatewayProcess) -> None:
+    def __init__(self, gw: GatewayProcess, path: str = "/version") -> None:
         self.gw = gw
+        self.path = path
         self.answers: list[tuple[int, str]] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -112,7 +113,7 @@ class Load:
         conn = http.client.HTTPConnection("127.0.0.1", self.gw.port, timeout=10)
         while not self._stop.is_set():
             try:
-                conn.request("GET", "/version")
+                conn.request("GET", self.path)
                 resp = conn.getresponse()
                 self.answers.append((resp.status, resp.read().decode()))
             except (OSError, http.client.HTTPException) as e:
@@ -320,3 +321,35 @@ def test_the_deploy_script_builds_switches_and_reloads_or_puts_the_link_back(
         assert version(gw) == "from-script"
         current = Path(os.readlink(root / "current"))
         assert current.parent == root / "releases" and not (current / "node_modules").exists()
+
+
+def test_the_previous_child_drains_when_its_requests_end_not_at_the_timeout(
+    tmp_path: Path,
+) -> None:
+    # Requests in flight at the switch used to hand their connection back to the pool under
+    # the old child's address, where it stayed: the old child then always waited the full
+    # drain timeout (bench/deploy.py measured 16-30 s).
+    point(tmp_path, release(tmp_path, "a"))
+    config = {
+        "next": {
+            "dir": str(tmp_path / "current"),
+            "command": standin_command(),
+            "drain_timeout": 20,
+            "rollback_window": 0.5,
+        }
+    }
+    with GatewayProcess(tmp_path, config) as gw:
+        gw.wait_ready()
+        old_child = gw.child_pid()
+        point(tmp_path, release(tmp_path, "b"))
+        slow = "/slow?s=0.4"  # in flight at the switch, whenever it comes
+        with Load(gw, slow), Load(gw, slow), Load(gw, slow):
+            time.sleep(0.3)
+            assert gateway_reload(gw).returncode == 0
+            time.sleep(1.0)
+        wait_until(
+            lambda: reload_state(gw)["last"].get("drain_seconds") is not None, 10, "the drain"
+        )
+        assert reload_state(gw)["last"]["drain_seconds"] < 5
+        wait_until(lambda: not pid_alive(old_child), 10, "the previous child to stop")
+        assert "drain timeout" not in gw.log
