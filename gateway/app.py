@@ -176,6 +176,7 @@ def make_app(
 ) -> tuple[Application, ProxySettings]:
     """The route table: the gateway's own paths first, everything else to Next.js."""
     proxy = make_proxy(cfg, supervisor, port)
+    proxy.draining = draining
     metrics = metrics or GatewayMetrics()
     metrics.watch(supervisor, node, proxy.pool)
     proxy.observer = metrics
@@ -226,6 +227,7 @@ def make_app(
                     "key": cfg.api.key,
                     "allowed_networks": cfg.api.allowed_networks,
                     "forwarding": proxy.forwarding,
+                    "draining": draining,
                 },
             ),
             (r"/_gateway/.*", ReservedNotFoundHandler),

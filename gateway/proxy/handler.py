@@ -25,7 +25,7 @@ import html
 import json
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.client import responses
 from typing import Any, Protocol
@@ -93,6 +93,8 @@ class ProxySettings:
     observer: ResponseObserver | None = None
     """Told about every response (metrics)."""
     access_log: bool = True
+    draining: Callable[[], bool] = lambda: False
+    """The gateway is shutting down: each answer closes its connection (no keep-alive)."""
     in_flight: int = 0
     """Requests being answered right now (graceful shutdown waits for them)."""
 
@@ -191,6 +193,10 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self.method, self.uri, self.headers = start_line.method, start_line.path, headers
         self._logged = False
         self.s.in_flight += 1
+        if self.s.draining():
+            # Shutting down: answer this one, then close, so that keep-alive clients do not
+            # keep the drain waiting with new requests (Tornado adds Connection: close itself).
+            self.client._disconnect_on_finish = True
         # The body limit is enforced here, with a 413 instead of Tornado's 400. An answer given
         # before the body is read makes Tornado close the connection after it.
         self.client.set_max_body_size(_UNLIMITED)

@@ -163,11 +163,13 @@ class ApiHandler(GatewayHandler):
         key: str,
         allowed_networks: list[str],
         forwarding: TrustedProxies | None = None,
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.api = api
         self.key = key.encode()
         self.networks = parse_networks(allowed_networks)
         self.forwarding = forwarding or TrustedProxies()
+        self.draining = draining
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -193,6 +195,13 @@ class ApiHandler(GatewayHandler):
             return
         if not self._key_ok():
             self._fail(401, "unauthorized", "missing or wrong API key")
+            return
+        if self.draining():
+            # Shutting down: the hub has disconnected (or is disconnecting) its clients, so a
+            # publication acknowledged now could reach nobody. Retry against the next gateway
+            # (with an idempotency_key, a retry is never published twice).
+            self.set_header("Retry-After", "1")
+            self._fail(503, "draining", "the gateway is shutting down; retry")
             return
         try:
             params = jsonsafe.loads(self.request.body or b"{}")

@@ -138,3 +138,46 @@ def test_idle_gateway_stops_at_once(tmp_path: Path) -> None:
         assert gw.stop(signal.SIGTERM) == 0, gw.log
         # Nothing to drain: neither the grace nor the spread is waited for.
         assert time.monotonic() - started < 5, gw.log
+
+
+def test_while_draining_keep_alive_connections_close_and_the_api_says_503(
+    tmp_path: Path,
+) -> None:
+    # bench/deploy.py found a SIGTERM under keep-alive load always took the whole grace (the
+    # clients kept sending new requests on their open connections) and the server API kept
+    # acknowledging publications nobody could receive any more.
+    gw = gateway(tmp_path, grace=20)
+    gw.env["GATEWAY_API_KEY"] = "drain-key"
+    with gw:
+        gw.wait_ready()
+        page = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        api = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        for conn, path in ((page, "/"), (api, "/_gateway/health")):
+            conn.request("GET", path)
+            conn.getresponse().read()  # both connections are open and idle
+        in_flight: dict[str, Any] = {}
+        slow = slow_request(gw, 1.5, in_flight)  # keeps the gateway draining a while
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        page.request("GET", "/")
+        resp = page.getresponse()
+        assert resp.status == 200 and resp.getheader("Connection") == "close"
+        resp.read()
+        api.request(
+            "POST",
+            "/_gateway/api/publish",
+            body=b'{"channel":"news","data":1}',
+            headers={"X-API-Key": "drain-key"},
+        )
+        reply = api.getresponse()
+        assert reply.status == 503 and reply.getheader("Retry-After") == "1"
+        assert json.loads(reply.read())["error"] == "draining"
+        slow.join(10)
+        assert in_flight.get("status") == 200
+        assert gw.proc.wait(20) == 0
+        # Done when the request in flight was, not at the 20 s grace.
+        assert time.monotonic() - started < 8, gw.log
+        assert "still running after" not in gw.log
