@@ -363,7 +363,13 @@ def test_a_client_that_sends_its_whole_body_first_reads_the_early_answer(
         conn.request("POST", path, body=b"z" * size)
         resp = conn.getresponse()
         assert resp.status == status
-        assert resp.getheader("Connection") == "close"
         resp.read()
+        assert status != 413 or resp.getheader("Connection") == "close"
+        if status == 413 or resp.getheader("Connection") == "close":
+            return  # answered before the body was read: the connection ends after it
+        # Next's 404 came after the gateway had read the whole body (a loaded machine): then the
+        # connection stays good for the next request, as any keep-alive connection.
+        conn.request("GET", "/about")
+        assert conn.getresponse().status == 200
     finally:
         conn.close()
