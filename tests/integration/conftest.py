@@ -11,3 +11,16 @@ def direct_url(gw: GatewayProcess, path: str) -> str:
     state = gw.ready_state()
     assert state is not None
     return f"http://127.0.0.1:{state['next']['port']}{path}"
+
+
+# The headers Next.js sends with a /_next/static or public/ file; the gateway's static path
+# must send the same ones.
+STATIC_HEADERS = (
+    "cache-control",
+    "accept-ranges",
+    "last-modified",
+    "etag",
+    "content-type",
+    "content-length",
+    "vary",
+)

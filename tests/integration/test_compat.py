@@ -34,7 +34,7 @@ from support.next_builds import (
 )
 from support.procs import ROOT, GatewayProcess, http_request, open_response, spawn_logged
 
-from integration.conftest import direct_url
+from integration.conftest import STATIC_HEADERS, direct_url
 
 MATRIX = [
     ("14.2.35", False),
@@ -42,15 +42,7 @@ MATRIX = [
     ("15.5.29", True),
     ("16.4.6", False),
 ]
-HEADERS = (
-    "cache-control",
-    "accept-ranges",
-    "last-modified",
-    "etag",
-    "content-type",
-    "content-length",
-    "vary",
-)
+HEADERS = STATIC_HEADERS
 
 
 @pytest.fixture(scope="module", params=MATRIX, ids=lambda p: f"next-{p[0]}{'-standalone' * p[1]}")

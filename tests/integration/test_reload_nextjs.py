@@ -5,48 +5,23 @@ The second build is made once and cached under .cache/ by a hash of the app's so
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.procs import ROOT, GatewayProcess, wait_until
+from support.next_builds import BuildFailed, cached_build, link_node_modules
+from support.procs import GatewayProcess, wait_until
 
 from integration.test_reload import gateway_reload, point
 
 DEPLOYMENT_ID = "dpl-b"
-_SKIP = {"node_modules", ".next", "tests", "tsconfig.tsbuildinfo"}
 
 
-def sources_hash(app: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(app.rglob("*")):
-        rel = path.relative_to(app)
-        if rel.parts[0] in _SKIP or not path.is_file():
-            continue
-        digest.update(str(rel).encode() + b"\0" + path.read_bytes())
-    digest.update((app / "package-lock.json").read_bytes())
-    return digest.hexdigest()[:16]
-
-
-@pytest.fixture(scope="module")
-def release_b(next_build: Path) -> Path:
-    """The bundled app built again with NEXT_DEPLOYMENT_ID, once per version of its sources."""
-    recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:8]  # how B differs
-    name = f"{sources_hash(next_build)}-{recipe}-{DEPLOYMENT_ID}"
-    target = ROOT / ".cache" / "next-releases" / name
-    if (target / ".next" / "BUILD_ID").is_file():
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = target.with_name(target.name + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(next_build, work, ignore=lambda d, names: [n for n in names if n in _SKIP])
-    # Visibly different: new text on /about, and a client module that changes (new chunks).
+def make_b(work: Path) -> None:
+    """Visibly different: new text on /about, and a client module that changes (new chunks)."""
+    link_node_modules(work)
     about = work / "app" / "about" / "page.tsx"
     about.write_text(about.read_text().replace("<h1>About</h1>", "<h1>About (release B)</h1>"))
     provider = work / "lib" / "realtime" / "RealtimeProvider.tsx"
@@ -54,21 +29,20 @@ def release_b(next_build: Path) -> Path:
         provider.read_text()
         + '\nif (typeof window !== "undefined") (window as { __release?: string }).__release = "b";\n'
     )
-    # Hard links: a real node_modules inside the project (Turbopack refuses one outside its
-    # root), at no cost in disk or time.
-    subprocess.run(["cp", "-al", str(next_build / "node_modules"), str(work)], check=True)
-    env = {**os.environ, "NEXT_DEPLOYMENT_ID": DEPLOYMENT_ID, "NEXT_TELEMETRY_DISABLED": "1"}
-    built = subprocess.run(
-        ["node", "node_modules/next/dist/bin/next", "build"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if built.returncode != 0:
-        pytest.fail(f"building the second release failed:\n{built.stdout}\n{built.stderr}")
-    work.rename(target)
-    return target
+
+
+@pytest.fixture(scope="module")
+def release_b(next_build: Path) -> Path:
+    """The bundled app built again with NEXT_DEPLOYMENT_ID, once per version of its sources."""
+    try:
+        return cached_build(
+            "release-b",
+            f"about heading, provider marker, NEXT_DEPLOYMENT_ID={DEPLOYMENT_ID}",
+            make_b,
+            env={"NEXT_DEPLOYMENT_ID": DEPLOYMENT_ID},
+        )
+    except BuildFailed as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture

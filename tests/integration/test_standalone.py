@@ -19,18 +19,10 @@ import pytest
 from support.next_builds import BuildFailed, cached_build, link_node_modules
 from support.procs import GatewayProcess, free_port, http_request, spawn_logged, wait_until
 
-from integration.conftest import direct_url
+from integration.conftest import STATIC_HEADERS, direct_url
 from integration.test_reload import gateway_reload, point
 
-HEADERS = (
-    "cache-control",
-    "accept-ranges",
-    "last-modified",
-    "etag",
-    "content-type",
-    "content-length",
-    "vary",
-)
+HEADERS = STATIC_HEADERS
 # nextjs-app/next.config.ts asks for output: 'standalone' with it, as the Docker image does.
 STANDALONE = {"BUILD_STANDALONE": "1"}
 

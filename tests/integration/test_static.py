@@ -12,17 +12,9 @@ import brotli
 import pytest
 from support.procs import GatewayProcess, http_request, standin_command, wait_until
 
-from integration.conftest import direct_url
+from integration.conftest import STATIC_HEADERS, direct_url
 
-HEADERS = (
-    "cache-control",
-    "accept-ranges",
-    "last-modified",
-    "etag",
-    "content-type",
-    "content-length",
-    "vary",
-)
+HEADERS = STATIC_HEADERS
 
 
 def assets(gw: GatewayProcess) -> list[str]:
