@@ -12,18 +12,22 @@
 import { UnauthorizedError, type Options } from "centrifuge";
 import { createContext, useEffect, useRef, useState, type ReactNode } from "react";
 import { RealtimeConnection, type ConnectionStatus } from "./connection";
+import type { TransportConfig } from "./transports";
 
 export const RealtimeContext = createContext<RealtimeConnection | null>(null);
 export const ConnectionStatusContext = createContext<ConnectionStatus | null>(null);
 
-export type RealtimeProviderProps = {
+/** Where to connect, read once: by default the same origin's WebSocket, then HTTP-streaming,
+ * then SSE, which the SDK tries in turn until one opens. `transports` replaces the list (names,
+ * or `{ transport, endpoint }` objects for another server); `url` alone means that WebSocket
+ * only, as before fallback existed, and with `transports` it is the list's WebSocket address;
+ * `emulationEndpoint` is where http_stream and sse post commands (/connection/emulation). */
+export type RealtimeProviderProps = TransportConfig & {
   children: ReactNode;
   /** Where to get a connection token (the auth handoff route); 401 means not signed in. */
   tokenUrl?: string;
   /** Or how: replaces tokenUrl (an app with its own auth, tests). */
   getToken?: () => Promise<string>;
-  /** The WebSocket URL; by default the same origin's /connection/websocket. Read once. */
-  url?: string;
   /** More SDK options (reconnect delays, debug...). Read once. */
   options?: Partial<Options>;
 };
@@ -42,6 +46,8 @@ export function RealtimeProvider({
   tokenUrl = "/api/ws-token",
   getToken,
   url,
+  transports,
+  emulationEndpoint,
   options,
 }: RealtimeProviderProps) {
   // Tokens are asked for later (each connect): always with the latest props.
@@ -51,6 +57,8 @@ export function RealtimeProvider({
     () =>
       new RealtimeConnection({
         url,
+        transports,
+        emulationEndpoint,
         options,
         getToken: () => {
           const { tokenUrl: from, getToken: get } = tokenSource.current;

@@ -8,6 +8,7 @@ import {
   type Subscription,
   type SubscriptionOptions,
 } from "centrifuge";
+import { resolveEndpoints, type TransportConfig } from "./transports";
 
 export type ConnectionState = `${State}`;
 
@@ -15,11 +16,14 @@ export type ConnectionStatus = {
   state: ConnectionState;
   /** True once the connection has been up, so "connecting" can be shown as "reconnecting". */
   wasConnected: boolean;
+  /** The transport in use ("websocket", "http_stream", "sse"), from the SDK's `connected`
+   * event; null when not connected. */
+  transport: string | null;
 };
 
-export type ConnectionConfig = {
-  /** The WebSocket URL; by default the page's origin + /connection/websocket. */
-  url?: string;
+/** Where to connect (`url`, `transports`, `emulationEndpoint`: see transports.ts; by default
+ * the WebSocket, then http_stream, then sse, on the page's origin), and how. */
+export type ConnectionConfig = TransportConfig & {
   /** A connection token (JWT); rejects with the SDK's UnauthorizedError when not signed in. */
   getToken: () => Promise<string>;
   /** More SDK options (reconnect delays, debug...). */
@@ -37,7 +41,7 @@ export class RealtimeConnection {
   private readonly users = new Map<string, number>();
   private readonly listeners = new Set<(status: ConnectionStatus) => void>();
   private providers = 0;
-  status: ConnectionStatus = { state: "disconnected", wasConnected: false };
+  status: ConnectionStatus = { state: "disconnected", wasConnected: false, transport: null };
 
   constructor(private readonly config: ConnectionConfig) {}
 
@@ -46,14 +50,25 @@ export class RealtimeConnection {
   client(): Centrifuge | null {
     if (typeof window === "undefined") return null;
     if (!this.centrifuge) {
-      const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-      const c = new Centrifuge(
-        this.config.url ?? `${scheme}://${window.location.host}/connection/websocket`,
-        { ...this.config.options, getToken: () => this.config.getToken() },
+      const { url, transports, emulationEndpoint, options } = this.config;
+      const endpoints = resolveEndpoints(
+        { url, transports, emulationEndpoint: emulationEndpoint ?? options?.emulationEndpoint },
+        window.location,
       );
+      const c = new Centrifuge(endpoints.endpoint, {
+        ...options,
+        ...(endpoints.emulationEndpoint ? { emulationEndpoint: endpoints.emulationEndpoint } : {}),
+        getToken: () => this.config.getToken(),
+      });
       c.on("state", (ctx) => {
         const state = ctx.newState as ConnectionState;
-        this.setStatus({ state, wasConnected: this.status.wasConnected || state === "connected" });
+        // "connected" is taken from the `connected` event, which the SDK emits right after this
+        // one and which alone names the transport: one status change per connect, not two.
+        if (state === "connected") return;
+        this.setStatus({ state, wasConnected: this.status.wasConnected, transport: null });
+      });
+      c.on("connected", (ctx) => {
+        this.setStatus({ state: "connected", wasConnected: true, transport: ctx.transport });
       });
       this.centrifuge = c;
     }
@@ -115,9 +130,12 @@ export class RealtimeConnection {
   }
 
   private setStatus(status: ConnectionStatus): void {
-    if (status.state === this.status.state && status.wasConnected === this.status.wasConnected) {
-      return;
-    }
+    const { state, wasConnected, transport } = this.status;
+    const same =
+      status.state === state &&
+      status.wasConnected === wasConnected &&
+      status.transport === transport;
+    if (same) return;
     this.status = status;
     for (const listener of this.listeners) listener(status);
   }

@@ -4,6 +4,13 @@
 export { RealtimeProvider, type RealtimeProviderProps } from "./RealtimeProvider";
 export type { ConnectionState, ConnectionStatus, RealtimeConnection } from "./connection";
 export {
+  DEFAULT_TRANSPORTS,
+  EMULATION_PATH,
+  resolveEndpoints,
+  type GatewayTransport,
+  type TransportConfig,
+} from "./transports";
+export {
   useConnectionState,
   usePresence,
   useRealtime,

@@ -58,8 +58,14 @@ export type SubscriptionStatus = {
   recovered: boolean;
 };
 
-/** The connection's state, and whether it has been connected before (to say "reconnecting"). */
-export function useConnectionState(): { state: ConnectionState; reconnecting: boolean } {
+/** The connection's state, whether it has been connected before (to say "reconnecting"), and
+ * the transport in use: "websocket", or "http_stream" / "sse" where WebSocket is blocked; null
+ * when not connected. */
+export function useConnectionState(): {
+  state: ConnectionState;
+  reconnecting: boolean;
+  transport: string | null;
+} {
   const connection = useRealtimeConnection();
   const status = useContext(ConnectionStatusContext);
   if (!status) throw new Error(NO_PROVIDER);
@@ -69,6 +75,7 @@ export function useConnectionState(): { state: ConnectionState; reconnecting: bo
   return {
     state: status.state,
     reconnecting: status.state === "connecting" && status.wasConnected,
+    transport: status.transport,
   };
 }
 

@@ -70,6 +70,21 @@ describe("RealtimeProvider", () => {
   });
 });
 
+describe("useConnectionState", () => {
+  it("tells the transport in use: the WebSocket, first in the default list; none while away", async () => {
+    const user = unique("transport");
+    const s = seen();
+    renderWith(user, <ConnectionSpy into={s} />);
+    await until(() => expect(s.states.at(-1)).toBe("connected"));
+    expect(s.transports).toEqual([null, "websocket"]);
+
+    await forceReconnect(user, s);
+    expect(s.transports.at(-1)).toBeNull();
+    await until(() => expect(s.states.at(-1)).toBe("connected"));
+    expect(s.transports).toEqual([null, "websocket", null, "websocket"]);
+  });
+});
+
 describe("useSubscription", () => {
   it("recovers what was published during a server-forced reconnect, on the same Subscription", async () => {
     const user = unique("recover");

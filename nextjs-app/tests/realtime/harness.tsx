@@ -78,6 +78,8 @@ export function renderWith(user: string, ui: ReactNode) {
 export type Seen = {
   connections: RealtimeConnection[];
   states: ConnectionState[];
+  /** useConnectionState's transport, each change. */
+  transports: (string | null)[];
   status?: SubscriptionStatus;
   publications: Publication<Msg>[];
   /** performance.now() of each publication's arrival. */
@@ -90,16 +92,20 @@ export type Msg = { n: number };
 export const seen = (): Seen => ({
   connections: [],
   states: [],
+  transports: [],
   publications: [],
   arrivals: [],
   events: [],
 });
 
-/** Records the connection (context value) and its state on every render. */
+/** Records the connection (context value), its state and transport on every render. */
 export function ConnectionSpy({ into }: { into: Seen }) {
   into.connections.push(useRealtimeConnection());
-  const { state } = useConnectionState();
+  const { state, transport } = useConnectionState();
   if (into.states.at(-1) !== state) into.states.push(state);
+  if (into.transports.length === 0 || into.transports.at(-1) !== transport) {
+    into.transports.push(transport);
+  }
   return null;
 }
 
