@@ -13,6 +13,7 @@ import asyncio
 import errno
 import logging
 import os
+import re
 import resource
 import secrets
 import signal
@@ -44,10 +45,17 @@ from gateway.realtime.auth import TokenVerifier, VerifierSettings
 from gateway.realtime.broker import Broker, PresenceManager
 from gateway.realtime.codes import SHUTDOWN
 from gateway.realtime.hooks import HookCaller, HttpHooks
+from gateway.realtime.http_transports import (
+    EmulationHandler,
+    HttpStreamHandler,
+    SseHandler,
+    UniHttpStreamHandler,
+    UniSseHandler,
+)
 from gateway.realtime.memory import MemoryBroker, MemoryPresence
 from gateway.realtime.node import Node
 from gateway.realtime.redis import RedisEngine
-from gateway.realtime.transport import RealtimeWebSocket
+from gateway.realtime.transport import RealtimeWebSocket, UniWebSocket
 from gateway.releases import Releases
 from gateway.status import HealthHandler, ReadyHandler, ReservedNotFoundHandler
 from gateway.supervisor import ChildState
@@ -236,6 +244,8 @@ def make_app(
                 RealtimeWebSocket,
                 {"node": node, "allowed_origins": cfg.realtime.allowed_origins},
             ),
+            *realtime_transport_routes(cfg, node),
+            (r"/connection/.*", ReservedNotFoundHandler),
             Rule(WebSocketUpgrade(), WebSocketPassthrough, passthrough),
             Rule(PathMatches(r".*"), ProxyService(proxy)),
         ],
@@ -249,6 +259,32 @@ def make_app(
         ),
     )
     return app, proxy
+
+
+def realtime_transport_routes(cfg: GatewayConfig, node: Node) -> list[tuple[str, Any, Any]]:
+    """The endpoints besides /connection/websocket that realtime.transports turns on."""
+    t = cfg.realtime.transports
+    args = {"node": node}
+    routes: list[tuple[str, Any, Any]] = []
+    if t.http_stream or t.sse:
+        routes.append((re.escape(t.emulation_endpoint), EmulationHandler, args))
+    for enabled, path, handler in (
+        (t.http_stream, "/connection/http_stream", HttpStreamHandler),
+        (t.sse, "/connection/sse", SseHandler),
+        (t.uni_sse, "/connection/uni_sse", UniSseHandler),
+        (t.uni_http_stream, "/connection/uni_http_stream", UniHttpStreamHandler),
+    ):
+        if enabled:
+            routes.append((path, handler, args))
+    if t.uni_websocket:
+        routes.append(
+            (
+                r"/connection/uni_websocket",
+                UniWebSocket,
+                {"node": node, "allowed_origins": cfg.realtime.allowed_origins},
+            )
+        )
+    return routes
 
 
 def ensure_secrets(cfg: GatewayConfig) -> None:

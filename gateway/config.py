@@ -130,6 +130,67 @@ def _ip_networks(values: list[str]) -> str | None:
     return None
 
 
+_MIME_PATTERN = re.compile(r"[A-Za-z0-9*][\w*!#$&^.+-]*/[A-Za-z0-9*][\w*!#$&^.+-]*", re.ASCII)
+
+
+def _mime_patterns(values: list[str]) -> str | None:
+    for value in values:
+        if not _MIME_PATTERN.fullmatch(value):
+            return f"{value!r} is not a media type pattern like text/* or application/json"
+    return None
+
+
+@dataclass
+class CompressionConfig:
+    enabled: bool = setting(
+        True,
+        doc="Compress responses from Next.js at the gateway (brotli or gzip, per the client's "
+        "Accept-Encoding); Next.js is then asked for identity bodies.",
+    )
+    gzip_level: int = setting(6, doc="zlib level for gzip, 1 (fast) to 9 (small).", low=1, high=9)
+    brotli_level: int = setting(
+        5, doc="Brotli quality, 0 (fast) to 11 (small; far too slow per request).", low=0, high=11
+    )
+    min_size: int = setting(
+        1024,
+        doc="Bodies of a known length below this many bytes are sent as they are.",
+        low=0,
+        high=1024 * 1024 * 1024,
+    )
+    cache_bytes: int = setting(
+        32 * 1024 * 1024,
+        doc="Memory for compressed bodies of responses with a strong ETag (prerendered pages), "
+        "so each is compressed once per build, in bytes (0: no cache); least recently used "
+        "first out.",
+        low=0,
+        high=64 * 1024 * 1024 * 1024,
+    )
+    types: list[str] = setting(
+        factory=lambda: [
+            "text/*",
+            "application/json",
+            "application/*+json",
+            "application/javascript",
+            "application/x-javascript",
+            "application/ecmascript",
+            "application/xml",
+            "application/*+xml",
+            "application/x-component",
+            "application/x-ndjson",
+            "application/wasm",
+            "image/svg+xml",
+            "image/x-icon",
+            "image/vnd.microsoft.icon",
+            "font/ttf",
+            "font/otf",
+            "application/vnd.ms-fontobject",
+        ],
+        doc="Media types that are compressed (* is a wildcard); everything else, already "
+        "compressed images, video, audio, woff/woff2 fonts and archives, is sent as it is.",
+        check=_mime_patterns,
+    )
+
+
 @dataclass
 class ProxyConfig:
     trusted_proxies: list[str] = setting(
@@ -187,6 +248,9 @@ class ProxyConfig:
         "connections 5 s longer (`next dev` cannot be told, so there it is at most 4 s).",
         low=0.5,
         high=3600.0,
+    )
+    compression: CompressionConfig = setting(
+        factory=CompressionConfig, doc="Compression of proxied responses."
     )
 
 
@@ -438,6 +502,53 @@ class HooksConfig:
 
 
 @dataclass
+class TransportsConfig:
+    http_stream: bool = setting(
+        True,
+        doc="Bidirectional emulation over a streamed HTTP response: POST /connection/http_stream "
+        "(centrifuge-js falls back to it when WebSockets are blocked).",
+    )
+    sse: bool = setting(
+        True, doc="Bidirectional emulation over Server-Sent Events: GET /connection/sse."
+    )
+    uni_sse: bool = setting(
+        True,
+        doc="Unidirectional SSE (a bare EventSource, no SDK): GET /connection/uni_sse; the "
+        "token's channels claim decides what it receives.",
+    )
+    uni_http_stream: bool = setting(
+        True, doc="Unidirectional HTTP streaming (fetch): POST /connection/uni_http_stream."
+    )
+    uni_websocket: bool = setting(
+        True, doc="Unidirectional WebSocket (pushes only): /connection/uni_websocket."
+    )
+    emulation_endpoint: str = setting(
+        "/connection/emulation",
+        doc="Where emulated transports POST client-to-server commands (the SDK's "
+        "emulationEndpoint); it must stay under /connection/.",
+        check=lambda v: (
+            None
+            if isinstance(v, str) and re.fullmatch(r"/connection/[A-Za-z0-9_.~-]+", v)
+            else "must be a path /connection/<name> (letters, digits, _ . ~ -)"
+        ),
+    )
+    max_request_size: int = setting(
+        65536,
+        doc="Largest body of an emulation POST or of a stream's opening request, in bytes "
+        "(413 beyond).",
+        low=256,
+        high=16 * 1024 * 1024,
+    )
+    emulation_timeout: float = setting(
+        5.0,
+        doc="Seconds an emulation POST waits for the process holding its session (another "
+        "worker or host, over the engine) to take it; then 504.",
+        low=0.1,
+        high=60.0,
+    )
+
+
+@dataclass
 class RealtimeConfig:
     ping_interval: float = setting(25.0, doc="Seconds between server pings.", low=1.0, high=3600.0)
     pong_timeout: float = setting(
@@ -473,6 +584,11 @@ class RealtimeConfig:
         factory=dict, doc="Channel namespaces: `name:rest` channels take the options of `name`."
     )
     hooks: HooksConfig = setting(factory=HooksConfig, doc="Events answered by Next.js.")
+    transports: TransportsConfig = setting(
+        factory=TransportsConfig,
+        doc="The endpoints besides /connection/websocket: fallbacks for when WebSockets are "
+        "blocked, and unidirectional ones.",
+    )
 
 
 @dataclass

@@ -58,6 +58,13 @@ class BrokerEventHandler(Protocol):
     def end_batch(self) -> None:
         """The batch begun by :meth:`begin_batch` is over."""
 
+    @property
+    def node_id(self) -> str:
+        """This process's id among the processes sharing the engine (control messages)."""
+
+    def handle_control(self, message: bytes) -> None:
+        """A control message :meth:`Broker.control` sent to this process."""
+
 
 class Broker(Protocol):
     def run(self, handler: BrokerEventHandler) -> None:
@@ -86,6 +93,12 @@ class Broker(Protocol):
         Returns the position (None without history). A repeated ``idempotency_key`` within
         5 minutes is not published again; the first publication's position is returned.
         """
+
+    async def control(self, node: str, message: bytes) -> bool:
+        """Send ``message`` to the process whose node id is ``node`` (its handler's
+        :meth:`~BrokerEventHandler.handle_control`). False when no process listens under that
+        id (it is gone); raises :class:`BrokerUnavailable` when the engine cannot be reached.
+        Nothing is stored: a message to a process that is not listening is lost."""
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         """Tell every process's subscribers that ``info`` joined."""

@@ -44,6 +44,7 @@ from gateway.realtime.protocol import (
     Command,
     ProtocolError,
     Raw,
+    connect_push,
     decode_commands,
     disconnect_push,
     error_reply,
@@ -65,6 +66,11 @@ class ClientSession:
         self.http_headers = http_headers or {}
         """Headers of the upgrade request that hooks may need (cookie, user-agent, origin)."""
         self.id = str(uuid.uuid4())
+        self.session_id = (
+            uuid.uuid4().hex if transport.emulation or transport.unidirectional else ""
+        )
+        """For emulated and unidirectional transports: what emulation POSTs name the session
+        by (secret to the client: unlike ``id``, it is never shown to other clients)."""
         self.user = ""
         self.conn_info: Raw | None = None
         self.state = "connecting"
@@ -262,7 +268,12 @@ class ClientSession:
             result["ttl"] = ttl_seconds(self.expire_at)
             self._schedule_expiry()
         result["ping"] = int(ctx.cfg.ping_interval)
-        result["pong"] = True
+        if not self.transport.unidirectional:
+            result["pong"] = True
+        if self.session_id:
+            result["session"] = self.session_id
+        if self.transport.emulation:
+            result["node"] = ctx.node_id
         if connect_data is not None:
             result["data"] = raw(connect_data)
         subs = {}
@@ -281,6 +292,40 @@ class ClientSession:
         if subs:
             result["subs"] = subs
         return result
+
+    async def connect_unidirectional(self, params: dict[str, Any]) -> None:
+        """A unidirectional transport's connect: the request came with the HTTP request, the
+        result goes out as a connect push, and a refusal closes the connection with the
+        disconnect code Centrifugo gives it (unidirectional clients cannot read error replies).
+        """
+        try:
+            if not self.rate.allow():
+                raise DisconnectReply(codes.TOO_MANY_REQUESTS_DISCONNECT)
+            result = await self._connect(commands.parse_connect(params))
+        except BadRequest as e:
+            log.info("client %s: unidirectional connect: %s", self.id, e.detail)
+            self.disconnect(codes.BAD_REQUEST_DISCONNECT)
+            return
+        except ErrorReply as e:
+            self.disconnect(codes.UNIDIRECTIONAL_DISCONNECTS.get(e.error.code, codes.SERVER_ERROR))
+            return
+        except DisconnectReply as e:
+            self._disconnect_for(e)
+            return
+        except _Closed:
+            return
+        except BrokerUnavailable as e:
+            log.info("client %s: connect: engine unavailable: %s", self.id, e)
+            self.disconnect(codes.SERVER_ERROR)
+            return
+        except Exception:
+            log.exception("client %s: unidirectional connect failed", self.id)
+            self.disconnect(codes.SERVER_ERROR)
+            return
+        if self.state != "closed":
+            self.outbox.put(connect_push(result))
+            for sub in self.subs.values():
+                sub.go_live(self.outbox, self.ctx.hub)
 
     async def _refresh(self, req: commands.TokenRequest) -> dict[str, Any]:
         creds = await verified(self.ctx.verifier.connection(req.token))
@@ -395,9 +440,11 @@ class ClientSession:
     # -- server-initiated ---------------------------------------------------------------------
 
     def ping(self) -> None:
-        """Send a heartbeat ping (an empty reply); the client must send anything back."""
+        """Send a heartbeat ping (an empty reply); the client must send anything back, unless
+        its transport is unidirectional (then the ping only keeps proxies from idling it out)."""
         if self.state == "connected":
-            self.ping_sent = time.monotonic()
+            if not self.transport.unidirectional:
+                self.ping_sent = time.monotonic()
             self.outbox.put(PING)
 
     async def unsubscribe_by_server(self, channel: str, code: int, reason: str) -> None:

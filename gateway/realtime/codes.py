@@ -98,3 +98,15 @@ TOO_MANY_ERRORS = Disconnect(3509, "too many errors")
 UNSUBSCRIBE_SERVER = (2000, "server unsubscribe")
 UNSUBSCRIBE_INSUFFICIENT = (2500, "insufficient state")
 UNSUBSCRIBE_EXPIRED = (2501, "subscription expired")
+
+
+UNIDIRECTIONAL_DISCONNECTS: dict[int, Disconnect] = {
+    # How a refused connect reaches a unidirectional client, which reads no error replies
+    # (Centrifugo's defaults; other errors: 3004). Unauthorized is told as an invalid token,
+    # not as a server error, so that a bare EventSource's user sees why.
+    EXPIRED.code: EXPIRED_CONNECTION,
+    TOKEN_EXPIRED.code: EXPIRED_CONNECTION,
+    TOO_MANY_REQUESTS.code: TOO_MANY_REQUESTS_DISCONNECT,
+    PERMISSION_DENIED.code: PERMISSION_DENIED_DISCONNECT,
+    UNAUTHORIZED.code: INVALID_TOKEN,
+}

@@ -34,6 +34,15 @@ class Transport(FrameSink, Protocol):
     def name(self) -> str:
         """The transport's name in the protocol (``websocket``...), told to connect hooks."""
 
+    @property
+    def emulation(self) -> bool:
+        """Client-to-server commands arrive apart from the stream (emulation POSTs): the
+        session gets a session id and tells the client its node."""
+
+    @property
+    def unidirectional(self) -> bool:
+        """Pushes only: the client sends nothing after its connect request (no pongs)."""
+
 
 class SessionRegistry(Protocol):
     """What a session needs from the node that owns it (implemented by node.Node); ``session``
@@ -82,3 +91,5 @@ class SessionContext:
     allow_anonymous: bool
     version: str
     stats: Counter[str]
+    node_id: str = ""
+    """This process among those sharing the engine: emulation POSTs are routed to it."""

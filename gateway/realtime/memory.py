@@ -7,6 +7,7 @@ new epoch after a restart and clients that recover from the old epoch get ``reco
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import deque
@@ -64,6 +65,13 @@ class MemoryBroker:
 
     async def unsubscribe(self, channel: str) -> None:
         pass
+
+    async def control(self, node: str, message: bytes) -> bool:
+        handler = self._handler
+        if handler is None or node != handler.node_id:
+            return False  # one process: there is no other to reach
+        asyncio.get_running_loop().call_soon(handler.handle_control, message)
+        return True
 
     async def publish(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
@@ -23,6 +24,7 @@ from gateway.realtime.broker import Broker, HistoryOptions, PresenceManager, Str
 from gateway.realtime.client import ClientSession
 from gateway.realtime.codes import Disconnect
 from gateway.realtime.context import SessionContext
+from gateway.realtime.emulation import EmulationRouter
 from gateway.realtime.hooks import HookCaller
 from gateway.realtime.hub import Hub, Outbox
 from gateway.realtime.policy import Namespaces
@@ -68,6 +70,11 @@ class Node:
         """Told how long each publication took (metrics)."""
         self.stats: Counter[str] = Counter()
         self.started = time.monotonic()
+        self.node_id = uuid.uuid4().hex
+        """This process among those sharing the engine (emulation.py)."""
+        self.emulation = EmulationRouter(
+            self.node_id, broker, cfg.transports.emulation_timeout, self.stats
+        )
         self.session_context = SessionContext(
             cfg=cfg,
             registry=self,
@@ -80,6 +87,7 @@ class Node:
             allow_anonymous=allow_anonymous,
             version=self.version,
             stats=self.stats,
+            node_id=self.node_id,
         )
         self._prefixes: dict[str, bytes] = {}
         self._delta_base: dict[str, bytes] = {}  # data of the last publication, delta channels
@@ -209,6 +217,10 @@ class Node:
             pub.offset,
         )
 
+    def handle_control(self, message: bytes) -> None:
+        """A control message from another process (emulation.py)."""
+        self.emulation.handle_control(message)
+
     def begin_batch(self) -> None:
         """The broker delivers several events in a row: flush them together (hub.hold)."""
         self.hub.hold()
@@ -245,6 +257,8 @@ class Node:
 
     def client_connected(self, client: ClientSession) -> None:
         self.clients[client.id] = client
+        if client.session_id:
+            self.emulation.add(client.session_id, client)
         self.users.setdefault(client.user, set()).add(client)
         bucket = zlib.crc32(client.id.encode()) % max(1, int(self.cfg.ping_interval))
         self._buckets.setdefault(bucket, set()).add(client)
@@ -253,6 +267,8 @@ class Node:
     def client_gone(self, client: ClientSession) -> None:
         if self.clients.pop(client.id, None) is None:
             return
+        if client.session_id:
+            self.emulation.remove(client.session_id, client)
         sessions = self.users.get(client.user)
         if sessions is not None:
             sessions.discard(client)

@@ -154,6 +154,11 @@ def unsubscribe_push(channel: str, code: int, reason: str) -> bytes:
     return push(channel, "unsubscribe", {"code": code, "reason": reason})
 
 
+def connect_push(result: Any) -> bytes:
+    """The connect result as a push: how unidirectional transports deliver it."""
+    return b'{"push":{"connect":%s}}' % encode(result)
+
+
 def disconnect_push(code: int, reason: str, reconnect: bool) -> bytes:
     body = {"code": code, "reason": reason, "reconnect": reconnect}
     return b'{"push":{"disconnect":%s}}' % _dumps(body)

@@ -8,6 +8,8 @@ Layout, per channel, on the shard its name hashes to (jump consistent hash over 
 - ``<prefix>:pr:<channel>``  presence: hash client id -> ClientInfo JSON
 - ``<prefix>:pe:<channel>``  presence expiry: sorted set client id -> expiry time
 - ``<prefix>:i:<channel>:<key>`` idempotency: the first publication's position, 5 minutes
+- ``<prefix>:c:<node id>``  pub/sub channel of one process: control messages to it (an
+  emulation POST that reached another process, forwarded to the one holding the session)
 
 Publishing with history is one Lua script: the offset is allocated, the publication stored and
 the pub/sub message sent atomically, so pub/sub order is offset order and a reader that sees
@@ -405,6 +407,10 @@ class RedisEngine:
 
     def run(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
+        # This process's control channel, subscribed with the first connection (and again
+        # after every reconnection, like the others).
+        control = self._key("c", handler.node_id)
+        self.shard(control).channels[control] = asyncio.get_running_loop().create_future()
         for shard in self.shards:
             shard.start()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_presence())
@@ -458,7 +464,8 @@ class RedisEngine:
             self._handler.end_batch()
 
     def lost_events(self, pubsub_channels: list[str]) -> None:
-        channels = [c[len(self._key("p", "")) :] for c in pubsub_channels]
+        prefix = self._key("p", "")
+        channels = [c[len(prefix) :] for c in pubsub_channels if c.startswith(prefix)]
         if self._handler is not None:
             self._handler.events_lost(channels)
 
@@ -535,6 +542,15 @@ class RedisEngine:
         except (RedisError, OSError) as e:
             raise shard.command_failed(e) from None
 
+    async def control(self, node: str, message: bytes) -> bool:
+        key = self._key("c", node)
+        shard = self._available(key)
+        try:
+            receivers = await shard.batched("publish", [key], [message])
+        except (RedisError, OSError) as e:
+            raise shard.command_failed(e) from None
+        return bool(receivers)
+
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         await self._publish_event(channel, b"j 0 -\n" + info.encoded())
 
@@ -600,6 +616,9 @@ class RedisEngine:
     def deliver(self, pubsub_channel: str, message: bytes) -> None:
         handler = self._handler
         if handler is None:
+            return
+        if pubsub_channel.startswith(self._key("c", "")):
+            handler.handle_control(message)
             return
         channel = pubsub_channel[len(self._key("p", "")) :]
         head, _, body = message.partition(b"\n")

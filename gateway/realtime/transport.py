@@ -15,11 +15,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
-from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13
 
 from gateway.httpbase import GatewayHandler
+from gateway.realtime import codes, jsonsafe
 from gateway.realtime.client import ClientSession
+from gateway.realtime.http_transports import unwrap_pushes, write_now
 from gateway.realtime.node import Node
 
 log = logging.getLogger("gateway.realtime")
@@ -113,42 +114,61 @@ class RealtimeWebSocket(GatewayHandler, WebSocketHandler):
         return self.request.remote_ip or "-"
 
     name = "websocket"
+    emulation = False
+    unidirectional = False
 
     def send_frame(self, payload: bytes, on_drained: Callable[[], None]) -> bool:
         conn = self.ws_connection
         if conn is None or conn.is_closing():
             return True
         stream = getattr(conn, "stream", None)
-        if stream is None or stream.closed():
+        if stream is None:
             return True
-        data = frame_header(len(payload)) + payload
-        if not stream.writing():
-            # Nothing queued in the stream: try the socket directly. IOStream.write's
-            # bookkeeping (a future, its buffer, epoll updates) doubled the cost of a small
-            # frame in bench/fanout.py; what the socket does not take goes through it below.
-            try:
-                sent = stream.socket.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                return True  # the connection is gone; on_close follows
-            if sent == len(data):
-                return True
-            data = data[sent:]
-        try:
-            written = stream.write(data)
-        except StreamClosedError:
-            return True
-        if written.done():
-            return True
-
-        def drained(future: Any) -> None:
-            if not future.cancelled():
-                future.exception()  # retrieved: a closed stream is handled by on_close
-            on_drained()
-
-        written.add_done_callback(drained)
-        return False
+        return write_now(stream, frame_header(len(payload)) + payload, on_drained)
 
     def close_with(self, code: int, reason: str) -> None:
         self.close(code, reason)
+
+
+class UniWebSocket(RealtimeWebSocket):
+    """``/connection/uni_websocket``: pushes only, Centrifugo's unidirectional WebSocket. The
+    connect request is the ``cf_connect`` query parameter or the first message; what the
+    client sends after it is ignored. A frame may hold several pushes, one per line."""
+
+    name = "uni_websocket"
+    unidirectional = True
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        super().open(*args, **kwargs)
+        self._connect_sent = False
+        request = self.get_query_argument("cf_connect", "")
+        if request:
+            self._start(request)
+
+    def on_message(self, message: str | bytes) -> asyncio.Future[None] | None:
+        if self.session is None or self._connect_sent:
+            return None  # pushes only: nothing a client sends after its connect means anything
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        self._start(message)
+        return None
+
+    def _start(self, text: str) -> None:
+        assert self.session is not None
+        self._connect_sent = True
+        try:
+            request = jsonsafe.loads(text) if text.strip() else {}
+        except jsonsafe.JsonError:
+            request = "malformed"
+        if request is None:
+            request = {}
+        if not isinstance(request, dict):
+            self.session.disconnect(codes.BAD_REQUEST_DISCONNECT)
+            return
+        self.node.background(self.session.connect_unidirectional(request))
+
+    def send_frame(self, payload: bytes, on_drained: Callable[[], None]) -> bool:
+        pushes = unwrap_pushes(payload)
+        if not pushes:
+            return True
+        return super().send_frame(pushes, on_drained)

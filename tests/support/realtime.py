@@ -73,6 +73,8 @@ class FakeTransport:
 
     remote = "test"
     name = "websocket"
+    emulation = False
+    unidirectional = False
 
     def send_frame(self, payload: bytes, on_drained: Callable[[], None]) -> bool:
         self.frames.append(payload)

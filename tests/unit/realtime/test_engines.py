@@ -30,7 +30,9 @@ SECOND_SHARD = "redis://127.0.0.1:6379/14"  # another database stands in for ano
 
 
 class Handler:
-    def __init__(self) -> None:
+    def __init__(self, node_id: str = "a" * 32) -> None:
+        self.node_id = node_id
+        self.controls: list[bytes] = []
         self.pubs: list[tuple[str, int, bytes]] = []
         self.joins: list[tuple[str, str]] = []
         self.lost: list[list[str]] = []
@@ -49,6 +51,9 @@ class Handler:
     def begin_batch(self) -> None: ...
 
     def end_batch(self) -> None: ...
+
+    def handle_control(self, message: bytes) -> None:
+        self.controls.append(message)
 
 
 class Engine:
@@ -263,3 +268,46 @@ async def test_sharded_engine_puts_each_channel_on_one_shard() -> None:
             assert stored == {c for c in channels if engine.shard(c).index == index}
     finally:
         await e.stop()
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+@pytest.mark.gen_test
+async def test_control_messages_reach_the_named_process_only(kind: str) -> None:
+    """Broker.control: a message for a node id reaches that process's handler; for an id no
+    process listens on, control says False (the emulation endpoint answers 404 on it)."""
+    e = await start(kind)
+    try:
+        assert await e.broker.control(e.handler.node_id, b"e 1 x\nhello") is True
+        await e.until(lambda: e.handler.controls == [b"e 1 x\nhello"])
+        assert await e.broker.control("f" * 32, b"lost") is False
+        await asyncio.sleep(0.1)
+        assert e.handler.controls == [b"e 1 x\nhello"]
+        assert e.handler.pubs == [] and e.handler.lost == []
+    finally:
+        await e.stop()
+
+
+@pytest.mark.gen_test
+async def test_control_messages_cross_redis_engines() -> None:
+    """Two processes (engines) on one Redis: each hears its own control channel only."""
+    first = await start("redis")
+    from gateway.realtime.redis import RedisEngine
+
+    assert isinstance(first.broker, RedisEngine)
+    other_handler = Handler(node_id="c" * 32)
+    other = RedisEngine([REDIS_URL], prefix=first.broker.prefix, presence_ttl=3)
+    other.run(other_handler)
+    try:
+        assert await other.ready(5.0)
+        # The control channel is subscribed along with the connection: wait for it.
+        deadline = time.monotonic() + 5
+        while not await first.broker.control(other_handler.node_id, b"r 7 1"):
+            assert time.monotonic() < deadline, "the other process never listened"
+            await asyncio.sleep(0.05)
+        await first.until(lambda: other_handler.controls[-1:] == [b"r 7 1"])
+        assert await other.control(first.handler.node_id, b"r 8 0") is True
+        await first.until(lambda: first.handler.controls == [b"r 8 0"])
+        assert first.handler.controls == [b"r 8 0"]
+    finally:
+        await other.close()
+        await first.stop()

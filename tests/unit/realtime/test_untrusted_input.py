@@ -341,6 +341,11 @@ async def test_a_bad_join_from_redis_is_dropped_not_raised() -> None:
 
         def end_batch(self) -> None: ...
 
+        node_id = "b" * 32
+
+        def handle_control(self, message: bytes) -> None:
+            self.events.append(("control", message))
+
     engine = RedisEngine([f"redis://127.0.0.1:{free_port()}/0"], prefix="t")
     handler = Handler()
     engine.run(handler)
