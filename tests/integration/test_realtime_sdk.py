@@ -20,8 +20,15 @@ from support.sdk import NODE_DIR, SdkClient
 API_KEY = "sdk-api-key"
 
 
+@pytest.fixture(scope="module", params=["websocket", "http_stream", "sse"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every test runs over the WebSocket and over each fallback (bidirectional emulation:
+    the stream down, POSTs to /connection/emulation up), each against a gateway of its own."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gw(tmp_path_factory: pytest.TempPathFactory, transport: str) -> Iterator[GatewayProcess]:
     require(shutil.which("node") is not None, "node is not on PATH")
     require(
         (NODE_DIR / "node_modules" / "centrifuge").is_dir(),
@@ -59,9 +66,16 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
         yield gateway
 
 
+class Clients(list[SdkClient]):
+    """The SDK clients of a test, and the transport they connect with."""
+
+    transport = "websocket"
+
+
 @pytest.fixture
-def clients() -> Iterator[list[SdkClient]]:
-    made: list[SdkClient] = []
+def clients(transport: str) -> Iterator[Clients]:
+    made = Clients()
+    made.transport = transport
     yield made
     for client in made:
         client.close()
@@ -75,7 +89,7 @@ def api(gw: GatewayProcess, method: str, **params: Any) -> dict[str, Any]:
 
 def connect(
     gw: GatewayProcess,
-    clients: list[SdkClient],
+    clients: Clients,
     user: str = "alice",
     ttl: float = 60,
     **claims: Any,
@@ -85,9 +99,11 @@ def connect(
     client.send(
         op="connect",
         url=f"ws://127.0.0.1:{gw.port}/connection/websocket",
+        transport=clients.transport,
         token=token(user, ttl=ttl, **claims),
     )
-    client.wait(lambda e: e["event"] == "connected")
+    connected = client.wait(lambda e: e["event"] == "connected")
+    assert connected["transport"] == clients.transport
     return client
 
 
@@ -98,7 +114,7 @@ def subscribe(client: SdkClient, channel: str, **params: Any) -> dict[str, Any]:
 
 
 def test_connect_subscribe_and_receive_api_publications(
-    gw: GatewayProcess, clients: list[SdkClient]
+    gw: GatewayProcess, clients: Clients
 ) -> None:
     client = connect(gw, clients)
     assert client.of("connected")[0]["client"]
@@ -112,7 +128,7 @@ def test_connect_subscribe_and_receive_api_publications(
 
 
 def test_token_refresh_keeps_the_connection_and_its_subscriptions(
-    gw: GatewayProcess, clients: list[SdkClient]
+    gw: GatewayProcess, clients: Clients
 ) -> None:
     client = connect(gw, clients, ttl=3)
     subscribe(client, "chat:refresh")
@@ -125,7 +141,7 @@ def test_token_refresh_keeps_the_connection_and_its_subscriptions(
 
 
 def test_forced_disconnect_then_recovery_without_gaps(
-    gw: GatewayProcess, clients: list[SdkClient]
+    gw: GatewayProcess, clients: Clients
 ) -> None:
     client = connect(gw, clients, user="rec")
     subscribe(client, "chat:rec")
@@ -149,7 +165,7 @@ def test_forced_disconnect_then_recovery_without_gaps(
 
 
 def test_presence_join_and_leave_between_two_clients(
-    gw: GatewayProcess, clients: list[SdkClient]
+    gw: GatewayProcess, clients: Clients
 ) -> None:
     alice = connect(gw, clients, user="alice")
     subscribe(alice, "chat:pres")
@@ -165,7 +181,7 @@ def test_presence_join_and_leave_between_two_clients(
 
 
 def test_private_channel_with_a_subscription_token(
-    gw: GatewayProcess, clients: list[SdkClient]
+    gw: GatewayProcess, clients: Clients
 ) -> None:
     client = connect(gw, clients, user="carol")
     subscribe(client, "user:carol", token=token("carol", channel="user:carol"))
@@ -180,7 +196,7 @@ def test_private_channel_with_a_subscription_token(
     assert error["code"] == 103, error
 
 
-def test_history_and_client_publish(gw: GatewayProcess, clients: list[SdkClient]) -> None:
+def test_history_and_client_publish(gw: GatewayProcess, clients: Clients) -> None:
     client = connect(gw, clients, user="erin")
     subscribe(client, "chat:hist")
     assert "error" not in client.call("publish", channel="chat:hist", data={"from": "browser"})
@@ -191,7 +207,7 @@ def test_history_and_client_publish(gw: GatewayProcess, clients: list[SdkClient]
 
 
 def test_server_side_subscription_from_the_token(
-    gw: GatewayProcess, clients: list[SdkClient]
+    gw: GatewayProcess, clients: Clients
 ) -> None:
     client = connect(gw, clients, user="frank", channels=["chat:frank-news"])
     client.wait(
@@ -204,7 +220,7 @@ def test_server_side_subscription_from_the_token(
 
 
 def test_rpc_without_a_handler_is_not_available(
-    gw: GatewayProcess, clients: list[SdkClient]
+    gw: GatewayProcess, clients: Clients
 ) -> None:
     # Centrifugo answers 108 (not available) when no RPC handler is configured; the SDK's own
     # test suite relies on it.
@@ -213,7 +229,7 @@ def test_rpc_without_a_handler_is_not_available(
 
 
 def test_fossil_deltas_rebuild_every_version_in_the_sdk_and_shrink_the_wire(
-    gw: GatewayProcess, clients: list[SdkClient]
+    gw: GatewayProcess, clients: Clients
 ) -> None:
     # centrifuge-js with delta: "fossil" against a 2 KB JSON document updated in place; a raw
     # socket beside it counts the bytes of each kind of subscription.

@@ -3,6 +3,7 @@
 import readline from "node:readline";
 import WebSocket from "ws";
 import { Centrifuge } from "centrifuge";
+import { EventSource } from "eventsource";
 
 const out = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 let client = null;
@@ -46,7 +47,17 @@ async function handle(cmd) {
   try {
     switch (cmd.op) {
       case "connect": {
-        client = new Centrifuge(cmd.url, {
+        // cmd.transport (http_stream, sse): that fallback alone, on the same gateway, with
+        // the emulation endpoint beside it; else the WebSocket at cmd.url.
+        let endpoint = cmd.url;
+        let emulation = {};
+        if (cmd.transport && cmd.transport !== "websocket") {
+          const origin = cmd.url.replace(/^ws/, "http").replace(/\/connection\/websocket$/, "");
+          endpoint = [{ transport: cmd.transport, endpoint: `${origin}/connection/${cmd.transport}` }];
+          emulation = { emulationEndpoint: `${origin}/connection/emulation`, eventsource: EventSource };
+        }
+        client = new Centrifuge(endpoint, {
+          ...emulation,
           websocket: WebSocket,
           token: cmd.token,
           getToken: waitToken,
@@ -56,7 +67,7 @@ async function handle(cmd) {
           debug: false,
         });
         client.on("state", (ctx) => out({ event: "state", state: ctx.newState }));
-        client.on("connected", (ctx) => out({ event: "connected", client: ctx.client }));
+        client.on("connected", (ctx) => out({ event: "connected", client: ctx.client, transport: ctx.transport }));
         client.on("disconnected", (ctx) => out({ event: "disconnected", code: ctx.code, reason: ctx.reason }));
         client.on("connecting", (ctx) => out({ event: "connecting", code: ctx.code, reason: ctx.reason }));
         client.on("error", (ctx) => out({ event: "error", type: ctx.type, code: ctx.error?.code ?? null, message: ctx.error?.message ?? "" }));
