@@ -5,6 +5,7 @@
 // is given (from the page's location) and the state it reports.
 import { render } from "@testing-library/react";
 import { describe, expect, it, vi } from "vitest";
+import { ConnectionBadge } from "@/components/ConnectionBadge";
 import { RealtimeProvider, useConnectionState, useRealtime } from "@/lib/realtime";
 
 type Command = { id?: number; connect?: { token?: string }; rpc?: { method: string } };
@@ -99,7 +100,7 @@ function Probe({ into }: { into: { seen: string[]; rpc?: Rpc } }) {
 
 const until = (check: () => void) => vi.waitFor(check, { timeout: 5_000, interval: 10 });
 
-describe("RealtimeProvider's default transports", () => {
+describe("RealtimeProvider's transports", () => {
   it("falls back from a refused WebSocket to http_stream on the page's origin, and says so", async () => {
     const server = new FakeEmulation();
     const into: { seen: string[]; rpc?: Rpc } = { seen: [] };
@@ -110,14 +111,19 @@ describe("RealtimeProvider's default transports", () => {
         options={{
           websocket: BlockedWebSocket,
           fetch: server.fetch,
-          minReconnectDelay: 10,
-          maxReconnectDelay: 50,
+          // Long enough for the badge to be seen saying "reconnecting" below.
+          minReconnectDelay: 200,
+          maxReconnectDelay: 300,
         }}
       >
         <Probe into={into} />
+        <ConnectionBadge />
       </RealtimeProvider>,
     );
     await until(() => expect(into.seen.at(-1)).toBe("connected http_stream"));
+    const badge = document.getElementById("connection-badge")!;
+    expect(badge.dataset).toMatchObject({ state: "connected", transport: "http_stream" });
+    expect(badge.textContent).toBe("connected via http_stream");
     const { protocol, host } = window.location;
     const http = `${protocol}//${host}`;
     const ws = `${protocol === "https:" ? "wss" : "ws"}://${host}`;
@@ -132,6 +138,8 @@ describe("RealtimeProvider's default transports", () => {
     // No transport while reconnecting; the SDK keeps to the one that worked.
     server.drop();
     await until(() => expect(into.seen).toContain("reconnecting null"));
+    await until(() => expect(badge.textContent).toBe("reconnecting"));
+    expect(badge.dataset.transport).toBeUndefined();
     await until(() => expect(into.seen.at(-1)).toBe("connected http_stream"));
     expect(BlockedWebSocket.tried).toHaveLength(1);
     expect(server.posts.filter((p) => p.url.endsWith("/http_stream"))).toHaveLength(2);
