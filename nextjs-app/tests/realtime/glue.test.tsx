@@ -83,6 +83,31 @@ describe("useConnectionState", () => {
     await until(() => expect(s.states.at(-1)).toBe("connected"));
     expect(s.transports).toEqual([null, "websocket", null, "websocket"]);
   });
+
+  it("says http_stream over the gateway's HTTP-streaming endpoint, and recovers over it", async () => {
+    const user = unique("http-stream");
+    const channel = unique("glue:http-stream");
+    const s = seen();
+    // Commands after connect (the subscribe) go through the emulation endpoint.
+    renderWith(
+      user,
+      <>
+        <ConnectionSpy into={s} />
+        <SubscriptionProbe channel={channel} into={s} />
+      </>,
+      { transports: ["http_stream"] },
+    );
+    await until(() => expect(s.status?.state).toBe("subscribed"));
+    expect(s.transports).toEqual([null, "http_stream"]);
+    await publishMany(channel, 1, 1);
+    await until(() => expect(s.publications).toHaveLength(1));
+
+    await forceReconnect(user, s);
+    await publishMany(channel, 2, 2);
+    await until(() => expect(numbers(s)).toEqual([1, 2, 3]));
+    expect(s.status).toMatchObject({ wasRecovering: true, recovered: true });
+    expect(s.transports).toEqual([null, "http_stream", null, "http_stream"]);
+  });
 });
 
 describe("useSubscription", () => {

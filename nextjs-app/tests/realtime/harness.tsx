@@ -17,6 +17,7 @@ import {
   type Member,
   type Publication,
   type RealtimeConnection,
+  type RealtimeProviderProps,
   type SubscriptionStatus,
 } from "@/lib/realtime";
 
@@ -64,9 +65,14 @@ const SDK_OPTIONS = {
   maxReconnectDelay: 1500,
 };
 
-export function renderWith(user: string, ui: ReactNode) {
+/** `ui` in a provider connected as `user`; `props` add to the provider's (transports...). */
+export function renderWith(
+  user: string,
+  ui: ReactNode,
+  props: Omit<RealtimeProviderProps, "children"> = {},
+) {
   const wrap = (children: ReactNode) => (
-    <RealtimeProvider getToken={tokenFor(user)} options={SDK_OPTIONS}>
+    <RealtimeProvider getToken={tokenFor(user)} options={SDK_OPTIONS} {...props}>
       {children}
     </RealtimeProvider>
   );
