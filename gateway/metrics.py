@@ -8,6 +8,7 @@ registry: scrape each (the ready endpoint says which worker answered) or sum in 
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -111,6 +112,27 @@ class _StateCollector(Collector):
         yield _gauge(
             "gateway_websocket_connections", "Connected realtime clients.", len(node.clients)
         )
+        by_transport = GaugeMetricFamily(
+            "gateway_realtime_connections",
+            "Connected realtime clients by transport.",
+            labels=["transport"],
+        )
+        counts = collections.Counter(c.transport.name for c in node.clients.values())
+        for name in TRANSPORTS:
+            counts.setdefault(name, 0)
+        for name, count in sorted(counts.items()):
+            by_transport.add_metric([name], count)
+        yield by_transport
+        yield _counter(
+            "gateway_emulation_forwarded",
+            "Emulation POSTs forwarded to the process holding their session.",
+            stats["emulation_forwarded"],
+        )
+        yield _counter(
+            "gateway_emulation_received",
+            "Emulation POSTs another process forwarded to a session of this one.",
+            stats["emulation_received"],
+        )
         yield _gauge(
             "gateway_subscriptions",
             "Subscriptions of connected clients.",
@@ -206,6 +228,8 @@ class MetricsHandler(GatewayHandler):
 
 RouteKind = Callable[[str], str]
 
+TRANSPORTS = ("websocket", "http_stream", "sse", "uni_sse", "uni_http_stream", "uni_websocket")
+
 
 def route_kind(path: str) -> str:
     """The ``kind`` label of a request the gateway answered through Tornado handlers."""
@@ -213,6 +237,8 @@ def route_kind(path: str) -> str:
         return "api"
     if path.startswith("/connection/websocket"):
         return "websocket"
+    if path.startswith("/connection/"):
+        return "realtime"
     if path.startswith("/_gateway/"):
         return "gateway"
     return "websocket-proxy"

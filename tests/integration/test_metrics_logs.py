@@ -76,6 +76,8 @@ def test_metrics_count_what_happened(gw: GatewayProcess) -> None:
 
     during = asyncio.run(asyncio.wait_for(realtime(), 20))
     assert value(during, "gateway_websocket_connections") == 1
+    assert value(during, "gateway_realtime_connections", transport="websocket") == 1
+    assert value(during, "gateway_realtime_connections", transport="http_stream") == 0
     assert value(during, "gateway_subscriptions") == 1
     assert value(during, "gateway_channels") == 1
     assert value(during, "gateway_child_up") == 1

@@ -405,10 +405,21 @@ def test_emulation_post_to_another_process_reaches_the_session(
         assert stream.until(lambda m: "push" in m)["push"]["pub"]["data"] == "from b"
         # A session A does not hold: B hears A say so.
         assert emulate(b.port, secrets.token_hex(16), node, {"id": 3}) == 404
+        assert metric(b, "gateway_emulation_forwarded_total") >= 2
+        assert metric(a, "gateway_emulation_received_total") >= 2
+        assert metric(a, 'gateway_realtime_connections{transport="sse"}') == 1
     finally:
         stream.close()
     command = {"id": 4, "presence_stats": {"channel": "chat:roam"}}
     wait_until(lambda: emulate(b.port, session, node, command) == 404, 5, "the session to go")
+
+
+def metric(gw: GatewayProcess, name: str) -> float:
+    _, _, body = http_request(gw.url("/_gateway/metrics"))
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in the metrics")
 
 
 def test_emulation_post_times_out_when_the_owner_does_not_answer(
