@@ -93,7 +93,9 @@ def configure_logging(level: str = "info", tag: str = "", fmt: str = "text") -> 
 
 
 _SECRET_PARAMS = re.compile(
-    r"(?i)([?&](?:token|jwt|access_token|id_token|api_key|apikey|key|password|secret)=)[^&#]*"
+    # cf_connect: a realtime connect request (sse, uni_*), token and connect data included.
+    r"(?i)([?&](?:token|jwt|access_token|id_token|api_key|apikey|key|password|secret"
+    r"|cf_connect)=)[^&#]*"
 )
 
 

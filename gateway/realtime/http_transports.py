@@ -31,6 +31,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlparse
 
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import RequestHandler, stream_request_body
@@ -51,6 +52,14 @@ def hook_headers(handler: RequestHandler) -> dict[str, str]:
     """Headers of the opening request that connect hooks may need."""
     headers = handler.request.headers
     return {name.lower(): headers[name] for name in _HEADERS_FOR_HOOKS if name in headers}
+
+
+def origin_allowed(origin: str, host: str, allowed_origins: list[str]) -> bool:
+    """Cross-site guard for every realtime endpoint: by default only the gateway's own origin
+    (``realtime.allowed_origins`` adds others; ``*`` allows any)."""
+    if "*" in allowed_origins or origin in allowed_origins:
+        return True
+    return urlparse(origin).netloc.lower() == host.lower()
 
 
 def write_now(stream: IOStream, data: bytes, on_drained: Callable[[], None]) -> bool:
@@ -145,6 +154,13 @@ class _Stream(GatewayHandler):
 
     def prepare(self) -> None:
         if self.request.method == "OPTIONS":
+            return
+        origin = self.request.headers.get("Origin")
+        if origin and not origin_allowed(origin, self.request.host, self.node.cfg.allowed_origins):
+            # A page of another site (the browser says which) may not open a session with
+            # the user's cookies, nor post commands (as for the WebSocket: check_origin).
+            log.info("refused %s from origin %s (host %s)", self.name, origin, self.request.host)
+            self._refuse(403, "forbidden", "origin not allowed")
             return
         if self.request.method not in self.methods:
             self._refuse(405, "method_not_allowed", f"use {' or '.join(self.methods)}")
@@ -338,7 +354,9 @@ class UniSseHandler(_UniStream):
 
     def frame(self, payload: bytes) -> bytes:
         pushes = unwrap_pushes(payload)
-        return event_stream(pushes) if pushes else b""
+        # One event per message, as Centrifugo's uni_sse: a bare EventSource JSON.parses each
+        # event's data, which fails on a batch (unlike the SDK's sse, which splits lines).
+        return b"".join(event_stream(line) for line in pushes.split(b"\n")) if pushes else b""
 
     async def get(self) -> None:
         await self._serve_uni(self.get_query_argument("cf_connect", ""))
@@ -372,6 +390,8 @@ class EmulationHandler(_Stream):
     the session took the commands (its replies go out on its stream); 404 when that session
     does not exist (any more); 504 when the process holding it did not answer in time; 503
     when the engine that reaches it is down; 400/413/415 for a request that is not one."""
+
+    name = "emulation"
 
     def frame(self, payload: bytes) -> bytes:  # pragma: no cover - never a stream
         return b""

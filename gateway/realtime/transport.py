@@ -13,14 +13,13 @@ import logging
 import struct
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13
 
 from gateway.httpbase import GatewayHandler
 from gateway.realtime import codes, jsonsafe
 from gateway.realtime.client import ClientSession
-from gateway.realtime.http_transports import unwrap_pushes, write_now
+from gateway.realtime.http_transports import origin_allowed, unwrap_pushes, write_now
 from gateway.realtime.node import Node
 
 log = logging.getLogger("gateway.realtime")
@@ -59,12 +58,7 @@ class RealtimeWebSocket(GatewayHandler, WebSocketHandler):
 
     def check_origin(self, origin: str) -> bool:
         """Cross-site WebSocket hijacking guard: by default only the gateway's own origin."""
-        if "*" in self.allowed_origins:
-            return True
-        if origin in self.allowed_origins:
-            return True
-        host = urlparse(origin).netloc.lower()
-        allowed = host == self.request.host.lower()
+        allowed = origin_allowed(origin, self.request.host, self.allowed_origins)
         if not allowed:
             log.info("refused WebSocket from origin %s (host %s)", origin, self.request.host)
         return allowed

@@ -257,6 +257,27 @@ def test_bad_requests_get_exact_codes(
     assert "Traceback" not in json.dumps(payload)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/connection/http_stream", b'{"id":1,"connect":{}}'),
+        ("GET", "/connection/sse?cf_connect=%7B%22id%22%3A1%2C%22connect%22%3A%7B%7D%7D", None),
+        ("POST", "/connection/emulation", b"{}"),
+        ("GET", "/connection/uni_sse", None),
+    ],
+)
+def test_other_sites_pages_are_refused(
+    gw: GatewayProcess, method: str, path: str, body: bytes | None
+) -> None:
+    """A page of another site (its Origin) may not open a session with the user's cookies or
+    post commands: 403, as the WebSocket refuses it. The gateway's own origin may."""
+    got, payload = _request(gw, method, path, body, Origin="https://evil.example")
+    assert (got, payload.get("error")) == (403, "forbidden")
+    if path.startswith("/connection/emulation"):
+        got, _ = _request(gw, method, path, body, Origin=f"http://127.0.0.1:{gw.port}")
+        assert got == 400  # past the origin check: the body is not an emulation request
+
+
 def test_unknown_session_and_node(gw: GatewayProcess) -> None:
     stream, connected = open_emulated(gw, "http_stream", user="known")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import urllib.parse
 
 import pytest
 from support.realtime import token
@@ -29,6 +30,14 @@ def test_named_secret_parameters_are_redacted() -> None:
     uri = "/search?q=shoes&token=abc123&page=2&API_KEY=k&password=hunter2#top"
     assert redact_uri(uri) == (
         "/search?q=shoes&token=[redacted]&page=2&API_KEY=[redacted]&password=[redacted]#top"
+    )
+
+
+def test_a_connect_request_in_the_query_is_redacted_whole() -> None:
+    # sse / uni_sse / uni_websocket take the connect request (token, connect data) in the URL.
+    request = urllib.parse.quote('{"token":"opaque-not-a-jwt","data":{"secret":1}}')
+    assert redact_uri(f"/connection/uni_sse?cf_connect={request}&v=2") == (
+        "/connection/uni_sse?cf_connect=[redacted]&v=2"
     )
 
 
