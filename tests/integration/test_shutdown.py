@@ -181,3 +181,30 @@ def test_while_draining_keep_alive_connections_close_and_the_api_says_503(
         # Done when the request in flight was, not at the 20 s grace.
         assert time.monotonic() - started < 8, gw.log
         assert "still running after" not in gw.log
+
+
+def test_sigterm_ends_emulated_streams_with_a_disconnect_push(tmp_path: Path) -> None:
+    """http_stream and SSE sessions are long responses: shutdown tells them 3001 and ends
+    them, and does not wait out server.shutdown_grace for them."""
+    from support.streams import Stream
+
+    with gateway(tmp_path, grace=20, spread=0.2) as gw:
+        gw.wait_ready()
+        connect = json.dumps({"id": 1, "connect": {"token": token("streamer")}})
+        streams = [
+            Stream(gw.port, "http_stream", body=connect),
+            Stream(gw.port, "sse", query={"cf_connect": connect}),
+        ]
+        for stream in streams:
+            reply = stream.next()
+            assert reply is not None and "connect" in reply
+        assert gw.proc is not None
+        started = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        for stream in streams:
+            push = stream.until(lambda m: "push" in m)["push"]
+            assert push["disconnect"] == {"code": 3001, "reason": "shutdown", "reconnect": True}
+            assert stream.next() is None
+            stream.close()
+        assert gw.proc.wait(15) == 0, gw.log
+        assert time.monotonic() - started < 10  # not the 20 s grace
