@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +52,28 @@ def chat_message(message_id: str, text: str) -> dict[str, Any]:
 
 class User:
     """A browser context signed in as `name`, on the chat page. ``sent`` and ``received``
-    hold every WebSocket frame of its pages, in order: (monotonic time, text)."""
+    hold every WebSocket frame of its pages, in order: (monotonic time, text); ``console`` what
+    its pages logged ("type: text"), to tell why a page did not connect.
 
-    def __init__(self, browser: Any, gw: GatewayProcess, name: str) -> None:
+    ``prepare`` is called with the new context before its first page opens: init scripts and
+    routes that must be in place before the app's scripts run (e.g. no WebSocket)."""
+
+    def __init__(
+        self,
+        browser: Any,
+        gw: GatewayProcess,
+        name: str,
+        prepare: Callable[[Any], None] | None = None,
+    ) -> None:
         self.name = name
         self.context = browser.new_context()
         self.context.set_default_timeout(15_000)
         self.sockets: list[str] = []
         self.sent: list[tuple[float, str]] = []
         self.received: list[tuple[float, str]] = []
+        self.console: list[str] = []
+        if prepare is not None:
+            prepare(self.context)
         self.page = self.open(gw, "/signin?next=/chat")
         self.page.fill("input[name=name]", name)
         self.page.click("button[type=submit]")
@@ -69,6 +83,7 @@ class User:
     def open(self, gw: GatewayProcess, path: str) -> Any:
         page = self.context.new_page()
         page.on("websocket", self._record)
+        page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
         page.goto(gw.url(path))
         return page
 
