@@ -18,8 +18,15 @@ from tornado.httputil import HTTPHeaders
 
 MAX_HEAD = 256 * 1024
 MAX_CHUNK_LINE = 4096
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_STATUS = re.compile(rb"HTTP/1\.([01]) (\d{3})(?: (.*))?")
+_STATUS = re.compile(r"HTTP/1\.([01]) (\d{3})(?: ([^\r\n]*))?\r\n")
+# RFC 9112 §5: a field line is a token, a colon, optional whitespace, a value of visible
+# characters, spaces, tabs and obs-text, optional whitespace. The whole block is checked by one
+# fullmatch and split by one findall (both in C): building the headers with Tornado's
+# HTTPHeaders.add, which re-validates each value with a per-character regex, was ~2 µs per
+# field, half the cost of parsing a prerendered page's response.
+_FIELD_LINE = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*[^\x00-\x08\x0a-\x1f\x7f]*\r\n"
+_FIELDS = re.compile(f"(?:{_FIELD_LINE})*")
+_FIELD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r\n")
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
 
@@ -65,14 +72,21 @@ class ResponseParser:
         a keep-alive connection, which the caller decides about)."""
         if data:
             self.started = True
-        if self.state == _LENGTH and not self._buffer:
+        if self.state == _HEAD and not self._buffer:
+            # Fast path: a whole head in this read (the usual case) is parsed where it lies,
+            # and the body after it is not copied through the buffer.
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                self._head(data[: end + 2].decode("latin-1"))
+                data = data[end + 4 :]
+        if self.state == _LENGTH and not self._buffer and len(data) <= self._remaining:
             # Fast path: a body of known length arriving straight from the socket.
-            if len(data) <= self._remaining:
+            if data:  # never an empty piece: a head read alone stays alone (handler.flush)
                 self._remaining -= len(data)
                 self.sink.on_body(data)
                 if self._remaining == 0:
                     self._finish()
-                return b""
+            return b""
         self._buffer += data
         while True:
             state = self.state
@@ -161,41 +175,42 @@ class ResponseParser:
             if len(self._buffer) > MAX_HEAD:
                 raise ProtocolError("response head too large")
             return False
-        head = bytes(self._buffer[:end])
+        head = self._buffer[: end + 2].decode("latin-1")
         del self._buffer[: end + 4]
-        lines = head.split(b"\r\n")
-        m = _STATUS.fullmatch(lines[0])
+        self._head(head)
+        return True
+
+    def _head(self, head: str) -> None:
+        """Act on a response head: its lines, each with its CRLF, without the blank line."""
+        m = _STATUS.match(head)
         if m is None:
-            raise ProtocolError(f"bad status line {lines[0][:100]!r}")
+            raise ProtocolError(f"bad status line {head.partition(chr(13))[0][:100]!r}")
         minor, code = m.group(1), int(m.group(2))
-        headers = HTTPHeaders()
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name):
-                raise ProtocolError(f"bad header line {line[:100]!r}")
-            headers.add(name.decode("latin-1"), value.strip(b" \t").decode("latin-1"))
+        headers = parse_fields(head, m.end())
         if 100 <= code < 200:
-            return True  # 100 Continue, 103 Early Hints: not relayed; the real head follows
-        reason = (m.group(3) or b"").decode("latin-1")
-        connection = headers.get("Connection", "").lower()
-        keep_alive = minor == b"1" and "close" not in connection
+            return  # 100 Continue, 103 Early Hints: not relayed; the real head follows
+        reason = m.group(3) or ""
+        # get_list, not get: HTTPHeaders.get of a missing name raises and catches a KeyError.
+        connection = ",".join(headers.get_list("Connection")).lower()
+        keep_alive = minor == "1" and "close" not in connection
         if self.method == "HEAD" or code in (204, 304):
             self.sink.on_head(code, reason, headers, keep_alive)
             self._finish()
-            return True
-        transfer = headers.get("Transfer-Encoding")
-        if transfer is not None:
-            if "Content-Length" in headers:
+            return
+        transfer = headers.get_list("Transfer-Encoding")
+        length = headers.get_list("Content-Length")
+        if transfer:
+            if length:
                 raise ProtocolError("both Transfer-Encoding and Content-Length")
-            if transfer.lower().replace(" ", "").endswith("chunked"):
+            if ",".join(transfer).lower().replace(" ", "").endswith("chunked"):
                 self.state = _CHUNK_SIZE
             else:
                 self.state = _UNTIL_CLOSE
                 keep_alive = False
-        elif "Content-Length" in headers:
-            values = {v.strip() for v in headers["Content-Length"].split(",")}
+        elif length:
+            values = {v.strip() for v in ",".join(length).split(",")}
             if len(values) != 1 or not next(iter(values)).isdigit():
-                raise ProtocolError(f"bad Content-Length {headers['Content-Length']!r}")
+                raise ProtocolError(f"bad Content-Length {','.join(length)!r}")
             self._remaining = int(values.pop())
             self.state = _LENGTH
         else:
@@ -204,7 +219,26 @@ class ResponseParser:
         self.sink.on_head(code, reason, headers, keep_alive)
         if self.state == _LENGTH and self._remaining == 0:
             self._finish()
-        return True
+
+
+def parse_fields(head: str, start: int) -> HTTPHeaders:
+    """The field lines of ``head`` from ``start`` (each ending in CRLF) as headers, repeated
+    names kept in order; ProtocolError names the first bad line."""
+    if _FIELDS.fullmatch(head, start) is None:
+        for line in head[start:].split("\r\n"):
+            if line and _FIELD.fullmatch(line + "\r\n") is None:
+                raise ProtocolError(f"bad header line {line[:100]!r}")
+        raise ProtocolError("bad header block")  # not reached: some line failed above
+    headers = HTTPHeaders()
+    seen: set[str] = set()
+    for name, value in _FIELD.findall(head, start):
+        key = name.lower()
+        if key in seen:
+            headers.add(name, value.rstrip(" \t"))  # rare (Set-Cookie): validated twice
+        else:
+            seen.add(key)
+            headers[name] = value.rstrip(" \t")
+    return headers
 
 
 def request_head(method: str, target: str, headers: HTTPHeaders | list[tuple[str, str]]) -> bytes:

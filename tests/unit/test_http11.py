@@ -148,3 +148,53 @@ def test_request_head_keeps_repeated_headers() -> None:
         request_head("GET", "/p?q=1", h)
         == b"GET /p?q=1 HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n"
     )
+
+
+HEAD_WITH_REPEATS = (
+    b"HTTP/1.1 200 OK\r\nVary: rsc, Accept-Encoding\r\nx-nextjs-prerender: 1\r\n"
+    b'Set-Cookie: a=1\r\nx-nextjs-prerender: 1\r\nSet-Cookie: b=2\r\nETag:  "e" \t\r\n'
+    b"X-Empty:\r\nContent-Length: 5\r\n\r\nhello"
+)
+
+
+@pytest.mark.parametrize("step", [None, 1, 2, 17, 100])
+def test_head_fields_are_kept_in_order_whatever_the_read_sizes(step: int | None) -> None:
+    rec, parser, rest = parse(HEAD_WITH_REPEATS, step=step)
+    assert rec.events[0] == (
+        "head",
+        (
+            200,
+            "OK",
+            [
+                ("Vary", "rsc, Accept-Encoding"),
+                ("X-Nextjs-Prerender", "1"),
+                ("X-Nextjs-Prerender", "1"),
+                ("Set-Cookie", "a=1"),
+                ("Set-Cookie", "b=2"),
+                ("Etag", '"e"'),
+                ("X-Empty", ""),
+                ("Content-Length", "5"),
+            ],
+            True,
+        ),
+    )
+    assert rec.body() == b"hello" and parser.complete and rest == b""
+
+
+def test_a_head_read_alone_is_reported_without_an_empty_body_piece() -> None:
+    head, _, body = HEAD_WITH_REPEATS.partition(b"\r\n\r\n")
+    rec = Recorder()
+    parser = ResponseParser(rec, "GET")
+    parser.feed(head + b"\r\n\r\n")
+    assert [kind for kind, _ in rec.events] == ["head"]
+    parser.feed(body)
+    assert [kind for kind, _ in rec.events] == ["head", "body", "end"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"X: a\x01b", b"X: a\x7fb", b"X: a\nb", b"X: a\rb", b"X\x00: a", b"X : a", b": a"],
+)
+def test_control_characters_and_bad_names_are_protocol_errors(line: bytes) -> None:
+    with pytest.raises(ProtocolError, match="bad header line"):
+        parse(b"HTTP/1.1 200 OK\r\n" + line + b"\r\nContent-Length: 0\r\n\r\n")
