@@ -490,3 +490,31 @@ def test_emulation_across_two_workers(tmp_path: Path) -> None:
                 ids.add(message["id"])
         finally:
             stream.close()
+
+
+def test_emulated_pongs_keep_a_session_and_their_absence_ends_it(tmp_path: Path) -> None:
+    """Pings go down the stream; the client's pongs come up as emulation POSTs (what the SDK
+    does). Answered, the session stays; unanswered, it ends with 3012 like a WebSocket."""
+    cfg = config()
+    cfg["realtime"].update({"ping_interval": 2.0, "pong_timeout": 1.0})
+    with GatewayProcess(tmp_path, cfg, env=ENV) as gateway:
+        gateway.wait_ready()
+        stream, connected = open_emulated(gateway, "sse", user="ponger")
+        try:
+            for _ in range(2):
+                assert stream.until(lambda m: m == {}, timeout=5) == {}
+                assert emulate(gateway.port, connected["session"], connected["node"], {}) == 204
+            push = stream.until(lambda m: "push" in m, timeout=10)["push"]
+            assert push["disconnect"]["code"] == 3012
+            assert stream.next() is None
+        finally:
+            stream.close()
+        # A unidirectional session is not asked for pongs: pings keep coming, no 3012.
+        request = json.dumps({"token": token("uni-pings")})
+        uni = Stream(gateway.port, "uni_http_stream", body=request)
+        try:
+            assert "connect" in (uni.next() or {})
+            for _ in range(2):  # past ping_interval + pong_timeout: still open
+                assert uni.next(timeout=5) == {}
+        finally:
+            uni.close()
