@@ -127,7 +127,7 @@ class RealtimeWebSocket(GatewayHandler, WebSocketHandler):
 class UniWebSocket(RealtimeWebSocket):
     """``/connection/uni_websocket``: pushes only, Centrifugo's unidirectional WebSocket. The
     connect request is the ``cf_connect`` query parameter or the first message; what the
-    client sends after it is ignored. A frame may hold several pushes, one per line."""
+    client sends after it is ignored. One push per frame."""
 
     name = "uni_websocket"
     unidirectional = True
@@ -165,4 +165,13 @@ class UniWebSocket(RealtimeWebSocket):
         pushes = unwrap_pushes(payload)
         if not pushes:
             return True
-        return super().send_frame(pushes, on_drained)
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
+            return True
+        stream = getattr(conn, "stream", None)
+        if stream is None:
+            return True
+        # One push per frame, as Centrifugo's uni_websocket (a bare client JSON.parses each
+        # message), still written to the socket together.
+        data = b"".join(frame_header(len(line)) + line for line in pushes.split(b"\n"))
+        return write_now(stream, data, on_drained)

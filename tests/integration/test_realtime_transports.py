@@ -364,8 +364,8 @@ def test_unidirectional_refusals_are_disconnect_pushes(
 
 @pytest.mark.parametrize("in_query", [True, False], ids=["cf_connect", "first message"])
 def test_uni_websocket_pushes_only(gw: GatewayProcess, in_query: bool) -> None:
-    channel = f"chat:uniws-{in_query}"
-    request = json.dumps({"token": token("uniws", channels=[channel])})
+    channel, other = f"chat:uniws-{in_query}", f"chat:uniws-{in_query}-b"
+    request = json.dumps({"token": token("uniws", channels=[channel, other])})
 
     async def run() -> list[dict[str, Any]]:
         url = f"ws://127.0.0.1:{gw.port}/connection/uni_websocket"
@@ -380,6 +380,13 @@ def test_uni_websocket_pushes_only(gw: GatewayProcess, in_query: bool) -> None:
                 None, publish, gw, channel, "over uni_websocket"
             )
             second = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            # Two pushes at once (a broadcast to both channels): still one per frame.
+            await asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: gw.api("broadcast", API_KEY, channels=[channel, other], data="both"),
+            )
+            both = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
+            assert {m["channel"] for m in both} == {channel, other}
             return [first, second]
 
     first, second = asyncio.run(run())
