@@ -525,3 +525,42 @@ def test_emulated_pongs_keep_a_session_and_their_absence_ends_it(tmp_path: Path)
                 assert uni.next(timeout=5) == {}
         finally:
             uni.close()
+
+
+@pytest.mark.parametrize("transport", ["http_stream", "sse"])
+def test_the_sdk_over_emulation_on_two_workers(tmp_path: Path, transport: str) -> None:
+    """centrifuge-js over a fallback against --workers 2 on Redis: its POSTs land on either
+    worker; subscribe, publish, presence and history all work."""
+    require(redis_available(), "Redis on 127.0.0.1:6379")
+    from support.sdk import SdkClient
+
+    cfg = redis_config(f"emu-{secrets.token_hex(4)}", workers=2)
+    cfg["realtime"]["namespaces"]["chat"].update({"presence": True, "allow_presence": True})
+    with GatewayProcess(tmp_path, cfg, env=ENV) as gw:
+        gw.wait_ready()
+        wait_until(lambda: gw.log.count("worker serving port") >= 2, 15, "both workers")
+        client = SdkClient(f"sdk-{transport}")
+        try:
+            client.send(
+                op="connect",
+                url=f"ws://127.0.0.1:{gw.port}/connection/websocket",
+                transport=transport,
+                token=token("worker-sdk"),
+            )
+            assert client.wait(lambda e: e["event"] == "connected")["transport"] == transport
+            for n in range(6):  # several subscriptions: several POSTs, spread over the workers
+                client.send(op="subscribe", channel=f"chat:sdk{n}")
+                client.wait(
+                    lambda e, n=n: e["event"] == "subscribed" and e["channel"] == f"chat:sdk{n}"
+                )
+            for n in range(6):
+                assert "error" not in client.call("publish", channel=f"chat:sdk{n}", data=n)
+            client.wait(lambda e: e["event"] == "publication" and e["data"] == 5)
+            assert sorted(p["data"] for p in client.of("publication")) == list(range(6))
+            stats = client.call("presence_stats", channel="chat:sdk0")["result"]
+            assert stats == {"numClients": 1, "numUsers": 1}
+            history = client.call("history", channel="chat:sdk3", limit=10)["result"]
+            assert [p["data"] for p in history["publications"]] == [3]
+            assert client.of("disconnected") == []
+        finally:
+            client.close()
