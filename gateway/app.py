@@ -35,6 +35,7 @@ from gateway.metrics import GatewayMetrics, MetricsHandler, route_kind
 from gateway.nextbuild import locate
 from gateway.observability import handler_logger
 from gateway.proxy.client_stream import ClientStream
+from gateway.proxy.compression import CompressedCache, CompressionPolicy
 from gateway.proxy.handler import ProxyService, ProxySettings
 from gateway.proxy.headers import ForwardingPolicy
 from gateway.proxy.static import StaticAssets, StaticSources
@@ -76,6 +77,21 @@ def static_sources(release_dir: str) -> StaticSources:
     )
 
 
+def compression_settings(cfg: GatewayConfig) -> dict[str, Any]:
+    """The proxy's compression policy and its cache, from ``proxy.compression``."""
+    c = cfg.proxy.compression
+    if not c.enabled:
+        return {"compression": None, "compressed": None}
+    policy = CompressionPolicy(
+        enabled=True,
+        gzip_level=c.gzip_level,
+        brotli_quality=c.brotli_level,
+        min_size=c.min_size,
+        types=tuple(t.lower() for t in c.types),
+    )
+    return {"compression": policy, "compressed": CompressedCache(c.cache_bytes)}
+
+
 def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
     """The proxy's shared state; the pool and the static set follow the child's restarts."""
     pcfg = cfg.proxy
@@ -110,6 +126,7 @@ def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
         body_timeout=pcfg.body_timeout,
         body_buffer=pcfg.body_buffer,
         public_port=port,
+        **compression_settings(cfg),
     )
 
     background = BackgroundTasks("proxy")
@@ -199,6 +216,8 @@ def make_app(
             out["worker"] = {"id": os.environ.get("GATEWAY_WORKER_ID"), "pid": os.getpid()}
         if proxy.static is not None:
             out["static"] = proxy.static.snapshot()
+        if proxy.compressed is not None:
+            out["compressed"] = proxy.compressed.snapshot()
         return out
 
     passthrough = {

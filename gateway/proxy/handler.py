@@ -36,6 +36,19 @@ from tornado.iostream import StreamClosedError
 
 from gateway.observability import log_access
 from gateway.proxy.client_stream import ClientStream
+from gateway.proxy.compression import (
+    CacheKey,
+    CompressedCache,
+    CompressionPolicy,
+    Compressor,
+    cacheable_etag,
+    compress_whole,
+    merge_vary,
+    not_modified_etag,
+    stream_compressor,
+    upstream_if_none_match,
+    variant_etag,
+)
 from gateway.proxy.framing import (
     NO_BODY,
     BodyFraming,
@@ -61,6 +74,7 @@ log = logging.getLogger("gateway.proxy")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # RFC 9110 §9.2.2
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _UNLIMITED = 2**62
+_NEGOTIATED = frozenset({"accept-encoding", "if-none-match"})  # rewritten when compressing
 # Longest a request for a static file waits for a new build's set to be read, when the child
 # cannot serve the file itself (a standalone build); reading takes well under a second here.
 _STATIC_LOAD_WAIT = 10.0
@@ -95,6 +109,10 @@ class ProxySettings:
     access_log: bool = True
     draining: Callable[[], bool] = lambda: False
     """The gateway is shutting down: each answer closes its connection (no keep-alive)."""
+    compression: CompressionPolicy | None = None
+    """Compress Next's responses to the client (None: bodies pass as Next encoded them)."""
+    compressed: CompressedCache | None = None
+    """Compressed bodies of responses with a strong ETag, so each is compressed once."""
     in_flight: int = 0
     """Requests being answered right now (graceful shutdown waits for them)."""
 
@@ -180,6 +198,12 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self._bytes_out = 0
         self._sent_at = 0.0
         self._upstream_seconds: float | None = None
+        # Compression of Next's response (decided once, by _shape, when its head is written).
+        self._shaped = False
+        self._coding: str | None = None  # the coding applied to the body, None: as Next sent it
+        self._compressor: Compressor | None = None  # a streamed body's
+        self._whole = False  # held until its end, then compressed (or taken from the cache) once
+        self._cache_key: CacheKey | None = None
 
     # -- the client's request (called by Tornado) ---------------------------------------------
 
@@ -438,10 +462,16 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             self._head_timer = None
         if self._pending_head is not None:
             head, headers = self._pending_head
+            if not self._shaped:
+                self._shape(head.code, headers)
+            if self._whole and not self._ended:
+                return  # a complete page to compress once: written when it has all arrived
             self._pending_head = None
             self._head_sent = True
             body = b"".join(self._pieces) if self._pieces else None
             self._pieces.clear()
+            if self._coding is not None:
+                body = self._encode_first(headers, body)
             if not self._request_read:
                 # Next answered before the request body was all here: Tornado closes the
                 # connection after this response rather than read the rest; say so.
@@ -454,11 +484,14 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             if body:
                 self._bytes_out += len(body)
             self._watch_write(self.client.write_headers(head, headers, body))
-        elif self._pieces:
+        elif self._pieces or (self._compressor is not None and self._ended):
             data = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
             self._pieces.clear()
-            self._bytes_out += len(data)
-            self._watch_write(self.client.write(data))
+            if self._compressor is not None:
+                data = self._compress(data)
+            if data:
+                self._bytes_out += len(data)
+                self._watch_write(self.client.write(data))
         if self._ended:
             self._ended = False
             self._finish_response()
@@ -466,6 +499,93 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             if conn is not None and self._target is not None:
                 self.s.pool.release(self._target, conn)
             self._settle(True)
+
+    # -- compression (the rules are in compression.py) ----------------------------------------
+
+    def _shape(self, status: int, headers: httputil.HTTPHeaders) -> None:
+        """Decide, once, what the client gets: Next's body as it is, compressed as it streams,
+        or compressed whole (and cached, with a strong ETag). Rewrites the head to match."""
+        self._shaped = True
+        policy = self.s.compression
+        if policy is None:
+            return
+        length: int | None = None
+        declared = headers.get("Content-Length")
+        if declared is not None and declared.isdigit():
+            length = int(declared)
+        elif self._ended:
+            length = sum(len(piece) for piece in self._pieces)
+        accept = self.headers.get("Accept-Encoding", "")
+        plan = policy.plan(self.method, status, accept, headers, length)
+        if status == 304:
+            self._not_modified(headers)
+        if plan.vary:
+            vary = merge_vary(headers.get_list("Vary"))
+            if vary is not None:
+                headers["Vary"] = vary
+        if plan.coding is None:
+            return
+        self._coding = coding = plan.coding
+        headers["Content-Encoding"] = coding
+        headers.pop("Accept-Ranges", None)  # ranges would be of the identity (as nginx does)
+        etag = headers.get("ETag")
+        cache, strong = self.s.compressed, cacheable_etag(self.method, status, headers)
+        if etag is not None:
+            variant = variant_etag(etag, coding)
+            if variant is None:
+                del headers["ETag"]
+            else:
+                headers["ETag"] = variant
+        if cache is not None and cache.max_bytes and strong is not None:
+            self._cache_key = (self.uri, coding, strong)
+            if self._ended or (length is not None and length <= cache.max_bytes // 4):
+                self._whole = True
+                return
+        if self._ended:
+            self._whole = True
+            return
+        headers.pop("Content-Length", None)  # chunked: the compressed size is not known yet
+        self._compressor = stream_compressor(coding, policy)
+
+    def _encode_first(self, headers: httputil.HTTPHeaders, body: bytes | None) -> bytes | None:
+        """The body that goes with the head, compressed as :meth:`_shape` decided."""
+        if self._whole:
+            assert self._coding is not None and self.s.compression is not None
+            cache, key = self.s.compressed, self._cache_key
+            packed = cache.get(key) if cache is not None and key is not None else None
+            if packed is None:
+                packed = compress_whole(self._coding, body or b"", self.s.compression)
+                if cache is not None and key is not None:
+                    cache.put(key, packed)
+            headers["Content-Length"] = str(len(packed))
+            return packed
+        if body is None:
+            return None
+        return self._compress(body) or None
+
+    def _compress(self, data: bytes) -> bytes:
+        """Compress and flush what one read of Next's socket produced (and end the stream when
+        the response ended): the client gets every piece when it would have uncompressed."""
+        compressor = self._compressor
+        assert compressor is not None
+        out = compressor.compress(data) if data else b""
+        if self._ended:
+            out += compressor.finish()
+            self._compressor = None
+        return out
+
+    def _not_modified(self, headers: httputil.HTTPHeaders) -> None:
+        """A 304 confirms the representation the client named: give it back the variant's ETag
+        (and Vary) if the client named one of ours."""
+        etag, if_none_match = headers.get("ETag"), self.headers.get("If-None-Match")
+        if etag is None or if_none_match is None:
+            return
+        confirmed = not_modified_etag(etag, if_none_match)
+        if confirmed != etag:
+            headers["ETag"] = confirmed
+            vary = merge_vary(headers.get_list("Vary"))
+            if vary is not None:
+                headers["Vary"] = vary
 
     def _settle(self, complete: bool) -> None:
         self._watchdog_off()
@@ -544,9 +664,20 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         peer = getattr(context, "remote_ip", "") or ""
         scheme = getattr(context, "protocol", "http") or "http"
         host = self.headers.get("Host", "")
-        headers = self.s.forwarding.upstream_headers(
-            self.headers, peer, scheme, host, self.s.public_port
-        )
+        if self.s.compression is None:
+            headers = self.s.forwarding.upstream_headers(
+                self.headers, peer, scheme, host, self.s.public_port
+            )
+        else:
+            # The gateway compresses: Next sends identity bodies, and a validator of one of our
+            # compressed variants is named to it as its own tag (compression.py).
+            headers = self.s.forwarding.upstream_headers(
+                self.headers, peer, scheme, host, self.s.public_port, _NEGOTIATED
+            )
+            headers.append(("Accept-Encoding", "identity"))
+            if_none_match = self.headers.get_list("If-None-Match")
+            if if_none_match:
+                headers.append(("If-None-Match", upstream_if_none_match(", ".join(if_none_match))))
         # The gateway frames the body itself, as framing.py decided (never the client's words).
         if self._chunked_body:
             headers.append(("Transfer-Encoding", "chunked"))

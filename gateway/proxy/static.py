@@ -29,6 +29,8 @@ import os
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from gateway.proxy.compression import negotiate, variant_etag
+
 try:
     import brotli
 except ImportError:  # optional: gzip only
@@ -109,35 +111,17 @@ def _content_type(name: str) -> tuple[str, bool]:
     return guessed, guessed.startswith("text/")
 
 
-def parse_accept_encoding(header: str) -> dict[str, float]:
-    """``gzip;q=0.8, br`` -> ``{"gzip": 0.8, "br": 1.0}`` (RFC 9110 §12.5.3)."""
-    codings: dict[str, float] = {}
-    for item in header.split(","):
-        name, _, params = item.strip().partition(";")
-        name = name.strip().lower()
-        if not name:
-            continue
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        codings[name] = q
-    return codings
-
-
 def choose(asset: Asset, accept_encoding: str) -> Representation:
-    """The best representation the client accepts: brotli, then gzip, then identity."""
-    if not accept_encoding:
+    """The representation the client accepts best (compression.negotiate: q-values, then
+    brotli, then gzip, then identity)."""
+    if not accept_encoding or (asset.br is None and asset.gzip is None):
         return asset.identity
-    codings = parse_accept_encoding(accept_encoding)
-    star = codings.get("*", 0.0)
-    for rep in (asset.br, asset.gzip):
-        if rep is not None and codings.get(rep.encoding or "", star) > 0:
-            return rep
+    available = tuple(rep.encoding for rep in (asset.br, asset.gzip) if rep is not None)
+    coding = negotiate(accept_encoding, available)  # type: ignore[arg-type]
+    if coding == "br" and asset.br is not None:
+        return asset.br
+    if coding == "gzip" and asset.gzip is not None:
+        return asset.gzip
     return asset.identity
 
 
@@ -360,14 +344,15 @@ class StaticAssets:
         content_type, compressible = _content_type(name)
         # The weak ETag Next.js itself sends for this file (npm `etag`: size and mtime in ms,
         # rounded as Node's fs.Stats does, in hex), so a cache revalidates the same way whichever
-        # of the two served it. Weak, it stays the same for the compressed representations
-        # (RFC 9110 §8.8.1).
+        # of the two served it. The compressed representations have their own (``-gzip``,
+        # ``-br`` inside the quotes), as the proxied path's do: a cache that stores several
+        # variants tells them apart by ETag.
         tag = f'W/"{len(body):x}-{round(mtime_ns / 1_000_000):x}"'
         gz = None
         if self.compress and compressible and len(body) >= _MIN_COMPRESS:
             packed = gzip.compress(body, compresslevel=9, mtime=0)
             if len(packed) < len(body) * 0.95:
-                gz = Representation(packed, tag, "gzip")
+                gz = Representation(packed, variant_etag(tag, "gzip") or tag, "gzip")
         return Asset(
             content_type=content_type,
             last_modified=email.utils.formatdate(mtime_ns / 1e9, usegmt=True),
@@ -381,7 +366,9 @@ class StaticAssets:
         for url, asset in assets.items():
             if brotli is not None and asset.gzip is not None:
                 packed = brotli.compress(asset.identity.body, quality=11)
-                br = Representation(packed, asset.identity.etag, "br")
+                br = Representation(
+                    packed, variant_etag(asset.identity.etag, "br") or asset.identity.etag, "br"
+                )
                 asset = dataclasses.replace(asset, br=br)
             out[url] = asset
         return out

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.proxy.compression import parse_accept_encoding
 from gateway.proxy.static import (
     Asset,
     Representation,
     byte_range,
     choose,
     etag_matches,
-    parse_accept_encoding,
     unsafe_path,
 )
 
