@@ -228,6 +228,12 @@ class _Stream(GatewayHandler):
         if pending is not None:
             await pending
         await self._done
+        stream = self._stream
+        if not stream.closed() and stream.writing():
+            # The session is over but the client has not read what was sent (a slow consumer
+            # disconnected with 3008): give it a moment, then cut the connection rather than
+            # hold it and its buffered bytes for as long as the client likes.
+            asyncio.get_running_loop().call_later(_UNREAD_GRACE, _close_if_stuck, stream)
 
     def on_connection_close(self) -> None:
         if self.session is not None:
@@ -259,6 +265,14 @@ class _Stream(GatewayHandler):
         """The session ended (its disconnect push is out): end the response."""
         if self._done is not None and not self._done.done():
             self._done.set_result(None)
+
+
+_UNREAD_GRACE = 5.0
+
+
+def _close_if_stuck(stream: IOStream) -> None:
+    if not stream.closed() and stream.writing():
+        stream.close()
 
 
 class HttpStreamHandler(_Stream):

@@ -564,3 +564,65 @@ def test_the_sdk_over_emulation_on_two_workers(tmp_path: Path, transport: str) -
             assert client.of("disconnected") == []
         finally:
             client.close()
+
+
+def server_side_open(server_port: int, client_port: int) -> bool:
+    """Whether the server's end of 127.0.0.1:client_port <-> :server_port is established
+    (/proc/net/tcp: state 01)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], fields[3]
+        if (
+            int(local.split(":")[1], 16) == server_port
+            and int(remote.split(":")[1], 16) == client_port
+            and state == "01"
+        ):
+            return True
+    return False
+
+
+def test_a_stream_that_is_not_read_is_disconnected_as_slow(tmp_path: Path) -> None:
+    """The WebSocket's slow-consumer rule on a stream: once write_queue_max_bytes is queued
+    for a client that does not read, it is disconnected (3008) and its memory released."""
+    import socket
+
+    cfg = config()
+    cfg["realtime"]["write_queue_max_bytes"] = 65536
+    with GatewayProcess(tmp_path, cfg, env=ENV) as gw:
+        gw.wait_ready()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads little
+        sock.connect(("127.0.0.1", gw.port))
+        body = json.dumps(
+            {"id": 1, "connect": {"token": token("sloth", channels=["chat:slow"])}}
+        ).encode()
+        sock.sendall(
+            b"POST /connection/http_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        try:
+            wait_until(
+                lambda: metric(gw, 'gateway_realtime_connections{transport="http_stream"}') == 1,
+                5,
+                "the session",
+            )
+            payload = "x" * 30_000
+            for _ in range(400):  # 12 MB: more than the socket buffers hold
+                publish(gw, "chat:slow", payload)
+                if "too slow" in gw.log:
+                    break
+            wait_until(lambda: "too slow" in gw.log, 10, "the slow disconnect")
+            wait_until(
+                lambda: metric(gw, 'gateway_realtime_connections{transport="http_stream"}') == 0,
+                5,
+                "the session to go",
+            )
+            # The connection itself (and what the gateway buffered for it) goes too, a few
+            # seconds later, instead of waiting for a client that does not read.
+            client_port = sock.getsockname()[1]
+            assert server_side_open(gw.port, client_port)
+            wait_until(
+                lambda: not server_side_open(gw.port, client_port), 15, "the connection to close"
+            )
+        finally:
+            sock.close()
