@@ -4,6 +4,8 @@
 - A request head over the size limit gets 431 before the connection closes, not silence.
 - After an early answer (413, or Next answering before the body was read), the connection is
   closed *lingering*, so the answer is not destroyed by a reset.
+- A complete response already in memory (a static file) can leave in one ``sendmsg`` with its
+  head (:func:`write_whole_response`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import asyncio
 import re
 import socket
 
-from tornado.iostream import UnsatisfiableReadError
+from tornado.http1connection import HTTP1Connection
+from tornado.iostream import SSLIOStream, StreamClosedError, UnsatisfiableReadError
 
 from gateway.proxy.upstream import NoDelayStream
 
@@ -108,6 +111,57 @@ class _Lingerer:
         except (OSError, ValueError):
             pass
         self.sock.close()
+
+
+_CLOSE = b"Connection: close\r\n\r\n"
+_KEEP = b"\r\n"
+
+
+def write_whole_response(
+    conn: HTTP1Connection, head: bytes, body: bytes
+) -> asyncio.Future[None] | None:
+    """Write a complete response to an HTTP/1.1 client: ``head`` is its status line and fields,
+    each ending in CRLF (with Content-Length, without Connection and the blank line), ``body``
+    all of its body. Both leave in one ``sendmsg`` when nothing is queued before them (a 110 KB
+    static file is not copied into a head+body buffer), the rest through the stream.
+
+    Returns the write's future (done at once when the socket took everything): call
+    ``conn.finish()`` once it is done, as Tornado's own ``write_headers`` path does, so that a
+    connection that closes after this response does not drop bytes still queued. Returns None,
+    writing nothing, where Tornado must write the head (an HTTP/1.0 client may need
+    ``Connection: Keep-Alive``; a TLS stream has no ``sendmsg``).
+
+    This is Tornado's ``HTTP1Connection.write_headers`` minus its per-response work (building
+    the head from ``HTTPHeaders``, a regex per line, copying the body after the head), measured
+    as a quarter of the gateway's CPU per static response. It reads two attributes of Tornado's
+    connection: the request's version and whether the connection closes after this response
+    (``_disconnect_on_finish``: the client asked, or the gateway is draining).
+    """
+    start_line = conn._request_start_line
+    stream = conn.stream
+    if start_line is None or start_line.version != "HTTP/1.1" or isinstance(stream, SSLIOStream):
+        return None
+    if stream.closed():
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(StreamClosedError())
+        return failed
+    head += _CLOSE if conn._disconnect_on_finish else _KEEP
+    sent = 0
+    if not stream.writing():
+        try:
+            sent = stream.socket.sendmsg([head, body])
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = 0  # the stream's own write meets the error again and closes
+    if sent == len(head) + len(body):
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+    if sent < len(head):
+        stream.write(memoryview(head)[sent:])
+        return stream.write(body)
+    return stream.write(memoryview(body)[sent - len(head) :])
 
 
 def _plain_answer(status: str, text: str) -> bytes:

@@ -35,7 +35,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from gateway.observability import log_access
-from gateway.proxy.client_stream import ClientStream
+from gateway.proxy.client_stream import ClientStream, write_whole_response
 from gateway.proxy.compression import (
     CacheKey,
     CompressedCache,
@@ -62,10 +62,12 @@ from gateway.proxy.http11 import request_head
 from gateway.proxy.static import (
     PREFIX,
     Asset,
+    Representation,
     StaticAssets,
     byte_range,
     choose,
     etag_matches,
+    whole_head,
 )
 from gateway.proxy.upstream import PoolBusy, Upstream, UpstreamConnection, UpstreamPool
 
@@ -784,6 +786,8 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
 
     def _send_asset(self, asset: Asset) -> None:
         rep = choose(asset, self.headers.get("Accept-Encoding", ""))
+        if self._send_whole(asset, rep):
+            return
         out = httputil.HTTPHeaders()
         out["Cache-Control"] = asset.cache_control
         out["Accept-Ranges"] = "bytes"
@@ -833,6 +837,28 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self.client.write_headers(
             httputil.ResponseStartLine("HTTP/1.1", self.status, ""), out, body
         )
+        self._finish_response()
+
+    def _send_whole(self, asset: Asset, rep: Representation) -> bool:
+        """The usual request for a static file, a plain GET: its prebuilt head and body in one
+        send (client_stream.write_whole_response); False for anything else (conditional,
+        range, HEAD, HTTP/1.0), which the general path above answers with the same headers."""
+        h = self.headers
+        if self.method != "GET" or "If-None-Match" in h or "If-Modified-Since" in h or "Range" in h:
+            return False
+        written = write_whole_response(self.client, whole_head(asset, rep), rep.body)
+        if written is None:
+            return False
+        self.status = 200
+        self._bytes_out = len(rep.body)
+        if written.done():
+            self._whole_written(written)
+        else:
+            written.add_done_callback(self._whole_written)
+        return True
+
+    def _whole_written(self, written: asyncio.Future[None]) -> None:
+        written.exception()  # a client gone mid-write: finishing closes the connection
         self._finish_response()
 
     def _range_of(self, asset: Asset) -> tuple[int, int] | None:

@@ -11,7 +11,9 @@ a fraction of that (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import email.utils
 import re
+import time
 from typing import Protocol
 
 from tornado.httputil import HTTPHeaders
@@ -248,3 +250,17 @@ def request_head(method: str, target: str, headers: HTTPHeaders | list[tuple[str
     lines = [f"{method} {target} HTTP/1.1"]
     lines.extend(f"{name}: {value}" for name, value in pairs)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+_date_second = -1
+_date_field = b""
+
+
+def date_field() -> bytes:
+    """``Date: <now>\\r\\n`` (RFC 9110 §6.6.1), formatted once per second, not per response."""
+    global _date_second, _date_field
+    now = int(time.time())
+    if now != _date_second:
+        date = email.utils.formatdate(now, usegmt=True)
+        _date_second, _date_field = now, f"Date: {date}\r\n".encode()
+    return _date_field

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from gateway.proxy.compression import negotiate, variant_etag
+from gateway.proxy.http11 import date_field
 
 try:
     import brotli
@@ -85,6 +86,27 @@ class Asset:
     gzip: Representation | None = None
     br: Representation | None = None
     cache_control: str = CACHE_CONTROL
+    heads: dict[str | None, bytes] = dataclasses.field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    """200 heads by encoding, built by :func:`whole_head` (not copied by ``replace``)."""
+
+
+def whole_head(asset: Asset, rep: Representation) -> bytes:
+    """The head of a 200 carrying ``rep`` whole, up to its last field (CRLF-terminated, no
+    Connection, no blank line), as the handler's general path writes it: built once per
+    representation, with only the Date field added per second. Building it per request from
+    HTTPHeaders (and Tornado's write_headers) was about a quarter of a static response's CPU."""
+    fields = asset.heads.get(rep.encoding)
+    if fields is None:
+        encoding = f"Content-Encoding: {rep.encoding}\r\n" if rep.encoding else ""
+        fields = asset.heads[rep.encoding] = (
+            f"HTTP/1.1 200 OK\r\nCache-Control: {asset.cache_control}\r\n"
+            f"Accept-Ranges: bytes\r\nLast-Modified: {asset.last_modified}\r\n"
+            f"ETag: {rep.etag}\r\nContent-Type: {asset.content_type}\r\n"
+            f"Vary: Accept-Encoding\r\n{encoding}Content-Length: {len(rep.body)}\r\n"
+        ).encode("latin-1")
+    return fields + date_field()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import gzip
 import os
 import re
 import signal
+import socket
+import time
 from pathlib import Path
 
 import brotli
@@ -89,6 +91,78 @@ def test_range_and_misses_are_left_to_next(next_gateway: GatewayProcess) -> None
     assert status == 206 and len(body) == 10 and headers["Content-Range"].startswith("bytes 0-9/")
     status, _, _ = next_gateway.request("/_next/static/chunks/does-not-exist.js")
     assert status == 404
+
+
+def largest_asset(gw: GatewayProcess) -> tuple[str, bytes]:
+    sizes = {p: gw.request(p, headers={"Accept-Encoding": "identity"})[2] for p in assets(gw)}
+    path = max(sizes, key=lambda p: len(sizes[p]))
+    return path, sizes[path]
+
+
+def all_headers(headers: object) -> list[tuple[str, str]]:
+    items = headers.items()  # type: ignore[attr-defined]
+    return sorted((k.lower(), v) for k, v in items if k.lower() != "date")
+
+
+@pytest.mark.parametrize("accept", ["identity", "gzip", "gzip, deflate, br"])
+def test_a_plain_get_and_a_head_carry_the_same_headers(
+    next_gateway: GatewayProcess, accept: str
+) -> None:
+    # A plain GET leaves with a head built once per file (handler._send_whole); HEAD takes the
+    # general path. RFC 9110 §9.3.2: the same fields either way, so the two cannot drift apart.
+    path, _ = largest_asset(next_gateway)
+    status, get_headers, body = next_gateway.request(path, headers={"Accept-Encoding": accept})
+    h_status, head_headers, _ = next_gateway.request(
+        path, method="HEAD", headers={"Accept-Encoding": accept}
+    )
+    assert status == h_status == 200 and len(body) == int(get_headers["Content-Length"])
+    assert all_headers(get_headers) == all_headers(head_headers)
+    assert get_headers["Date"]
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize(
+    "version, extra", [("HTTP/1.1", "Connection: close\r\n"), ("HTTP/1.0", "")]
+)
+def test_a_connection_that_closes_after_a_static_file_gets_all_of_it(
+    next_gateway: GatewayProcess, version: str, extra: str
+) -> None:
+    path, identity = largest_asset(next_gateway)
+    with socket.create_connection(("127.0.0.1", next_gateway.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the send cannot be whole
+        sock.sendall(f"GET {path} {version}\r\nHost: x\r\n{extra}\r\n".encode())
+        time.sleep(0.2)  # the gateway's socket buffer fills; the rest waits in its stream
+        data = read_until_closed(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == identity
+    if version == "HTTP/1.1":
+        assert b"\r\nConnection: close\r\n" in head + b"\r\n"
+
+
+def test_pipelined_static_requests_are_answered_whole_and_in_order(
+    next_gateway: GatewayProcess,
+) -> None:
+    paths = assets(next_gateway)[:3]
+    bodies = [next_gateway.request(p, headers={"Accept-Encoding": "identity"})[2] for p in paths]
+    requests = "".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n" for p in paths)
+    requests += f"GET {paths[0]} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", next_gateway.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(requests.encode())
+        time.sleep(0.2)
+        data = read_until_closed(sock)
+    for expected in [*bodies, bodies[0]]:
+        head, _, data = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: (\d+)", head)[1])  # type: ignore[index]
+        assert head.startswith(b"HTTP/1.1 200") and data[:length] == expected
+        data = data[length:]
+    assert data == b""
 
 
 @pytest.mark.parametrize(
