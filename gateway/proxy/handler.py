@@ -82,6 +82,9 @@ _NEGOTIATED = frozenset({"accept-encoding", "if-none-match"})  # rewritten when 
 _STATIC_LOAD_WAIT = 10.0
 # Longest a response head waits for its first piece of body (see ProxyExchange.flush).
 _HEAD_HOLD = 0.02
+# Largest body with a strong ETag that is held until it is all here, then compressed once and
+# cached: a prerendered page, which Next sends in one go anyway. Longer ones stream.
+_WHOLE_MAX = 4 * 1024 * 1024
 
 
 class ResponseObserver(Protocol):
@@ -234,11 +237,11 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             self._answer(e.status, responses.get(e.status, "Bad Request"), e.detail)
             return None
         align_reader(headers, framing)
+        self._chunked_body = framing.chunked
+        self._has_body = framing.has_body  # before any early answer: it closes lingering
         if self.method not in _METHODS:
             self._answer(405, "Method Not Allowed", f"{self.method} is not supported.")
             return None
-        self._chunked_body = framing.chunked
-        self._has_body = framing.has_body
         expect = headers.get("Expect")
         if expect is not None and not self._expectation_met(expect, headers):
             return None
@@ -540,7 +543,7 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
                 headers["ETag"] = variant
         if cache is not None and cache.max_bytes and strong is not None:
             self._cache_key = (self.uri, coding, strong)
-            if self._ended or (length is not None and length <= cache.max_bytes // 4):
+            if self._ended or (length is not None and length <= _WHOLE_MAX):
                 self._whole = True
                 return
         if self._ended:

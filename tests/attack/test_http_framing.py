@@ -373,3 +373,18 @@ def test_a_client_that_sends_its_whole_body_first_reads_the_early_answer(
         assert conn.getresponse().status == 200
     finally:
         conn.close()
+
+
+def test_a_client_that_sends_its_whole_body_with_an_unsupported_method_reads_the_405(
+    gw: GatewayProcess,
+) -> None:
+    # The 405 is decided from the head alone; the 8 MiB body behind it must not turn the
+    # answer into a reset (the gateway closes lingering, as after a 413).
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    try:
+        conn.request("PROPFIND", "/about", body=b"z" * (8 * 1024 * 1024))
+        resp = conn.getresponse()
+        assert resp.status == 405 and resp.getheader("Connection") == "close"
+        assert b"PROPFIND is not supported" in resp.read()
+    finally:
+        conn.close()
