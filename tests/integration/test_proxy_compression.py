@@ -273,6 +273,28 @@ def test_server_action_form_works_as_browsers_ask(next_gateway: GatewayProcess) 
     assert note.encode() in decode(headers.get("Content-Encoding"), resp)
 
 
+def test_static_files_have_an_etag_and_a_304_per_coding(next_gateway: GatewayProcess) -> None:
+    page = next_gateway.request("/")[2].decode()
+    chunk = "/_next/static/chunks/" + page.split('src="/_next/static/chunks/', 1)[1].split('"')[0]
+    _, identity_headers, identity = next_gateway.request(
+        chunk, headers={"Accept-Encoding": "identity"}
+    )
+    tag = identity_headers["ETag"]
+    assert tag.startswith('W/"')  # Next's own, for the identity file
+    _, headers, body = next_gateway.request(chunk, headers={"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip" and gzip.decompress(body) == identity
+    assert headers["ETag"] == tag[:-1] + '-gzip"'
+    status, h304, _ = next_gateway.request(
+        chunk, headers={"Accept-Encoding": "gzip", "If-None-Match": headers["ETag"]}
+    )
+    assert status == 304 and h304["ETag"] == headers["ETag"]
+    # The gzip tag does not revalidate another representation.
+    status, _, _ = next_gateway.request(
+        chunk, headers={"Accept-Encoding": "identity", "If-None-Match": headers["ETag"]}
+    )
+    assert status == 200
+
+
 # -- a stand-in with shaped responses -----------------------------------------------------------
 
 
