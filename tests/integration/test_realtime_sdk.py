@@ -140,9 +140,7 @@ def test_token_refresh_keeps_the_connection_and_its_subscriptions(
     assert client.of("disconnected") == [] and len(client.of("connected")) == 1
 
 
-def test_forced_disconnect_then_recovery_without_gaps(
-    gw: GatewayProcess, clients: Clients
-) -> None:
+def test_forced_disconnect_then_recovery_without_gaps(gw: GatewayProcess, clients: Clients) -> None:
     client = connect(gw, clients, user="rec")
     subscribe(client, "chat:rec")
     for i in range(1, 4):
@@ -164,9 +162,7 @@ def test_forced_disconnect_then_recovery_without_gaps(
     assert client.of("connecting")  # it really went away
 
 
-def test_presence_join_and_leave_between_two_clients(
-    gw: GatewayProcess, clients: Clients
-) -> None:
+def test_presence_join_and_leave_between_two_clients(gw: GatewayProcess, clients: Clients) -> None:
     alice = connect(gw, clients, user="alice")
     subscribe(alice, "chat:pres")
     bob = connect(gw, clients, user="bob")
@@ -180,9 +176,7 @@ def test_presence_join_and_leave_between_two_clients(
     alice.wait(lambda e: e["event"] == "leave" and e["user"] == "bob")
 
 
-def test_private_channel_with_a_subscription_token(
-    gw: GatewayProcess, clients: Clients
-) -> None:
+def test_private_channel_with_a_subscription_token(gw: GatewayProcess, clients: Clients) -> None:
     client = connect(gw, clients, user="carol")
     subscribe(client, "user:carol", token=token("carol", channel="user:carol"))
     api(gw, "publish", channel="user:carol", data="for carol only")
@@ -206,9 +200,7 @@ def test_history_and_client_publish(gw: GatewayProcess, clients: Clients) -> Non
     assert history["offset"] == 1 and history["epoch"]
 
 
-def test_server_side_subscription_from_the_token(
-    gw: GatewayProcess, clients: Clients
-) -> None:
+def test_server_side_subscription_from_the_token(gw: GatewayProcess, clients: Clients) -> None:
     client = connect(gw, clients, user="frank", channels=["chat:frank-news"])
     client.wait(
         lambda e: (
@@ -219,9 +211,7 @@ def test_server_side_subscription_from_the_token(
     client.wait(lambda e: e["event"] == "publication" and e.get("server") and e["data"] == "pushed")
 
 
-def test_rpc_without_a_handler_is_not_available(
-    gw: GatewayProcess, clients: Clients
-) -> None:
+def test_rpc_without_a_handler_is_not_available(gw: GatewayProcess, clients: Clients) -> None:
     # Centrifugo answers 108 (not available) when no RPC handler is configured; the SDK's own
     # test suite relies on it.
     client = connect(gw, clients, user="gina")
