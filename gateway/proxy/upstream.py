@@ -342,7 +342,9 @@ class UpstreamPool:
         """Give a connection back; it is kept only if it can carry another request."""
         self._free_slot()
         retired = self._active is not None and target != self._active
-        idle = self._idle.setdefault(target, deque())
+        idle = self._idle.get(target)
+        if idle is None:  # not setdefault: that builds a deque per request to throw away
+            idle = self._idle[target] = deque()
         if not conn.reusable or len(idle) >= self.max_idle or retired:
             # A connection to a child a reload switched away from goes no further: kept, it
             # would hold that child (which drains until the gateway has no connection to it).
