@@ -8,9 +8,10 @@ measure the same Next process; `--custom` adds the seed article's Node custom se
 
 Load comes from wrk (Debian package `wrk`, required), `-t1` by default so that wrk takes one of
 the two cores, not both. Each path is measured `--rounds` times, the servers alternating within
-a round, and the median round of each server is reported (the machine is noisy; the ratio of
-two medians from the same rounds is what to read). Paths, with `Accept-Encoding: gzip, deflate,
-br` as a browser sends unless the row says identity:
+a round; the table shows each server's median round, and "vs direct" is the median of the
+per-round ratios (each from two runs seconds apart: the machine is noisy and its load drifts).
+Paths, with `Accept-Encoding: gzip, deflate, br` as a browser sends unless the row says
+identity:
 
 - a prerendered page (/about), identity and as browsers ask;
 - an SSR page (/time);
@@ -353,7 +354,7 @@ def main() -> None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     print(
         f"load: wrk -t{args.threads}, {args.connections} connections, {args.duration} s per run,"
-        f" {args.rounds} rounds alternating, median round; load average before: {load_average()}"
+        f" {args.rounds} rounds alternating; load average before: {load_average()}"
     )
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -425,21 +426,28 @@ def main() -> None:
         f"\n{'path':<32}{'server':<9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
         f"{'cpu ms/req: gw':>16}{'next':>7}{'sum':>7}{'vs direct':>11}"
     )
+    per_round: dict[str, str] = {}
     for label, by_server in rounds.items():
-        direct = median_result(by_server["direct"])
+        per_round[label] = ", ".join(
+            f"{g.rps / d.rps:.2f}"
+            for g, d in zip(by_server["gateway"], by_server["direct"], strict=True)
+        )
         for name in names:
             r = median_result(by_server[name])
-            ratio = r.rps / direct.rps
+            # The median of the ratios of each round (the two runs were seconds apart), not the
+            # ratio of the medians: the load from other work on the box drifts between rounds.
+            ratio = statistics.median(
+                mine.rps / d.rps
+                for mine, d in zip(by_server[name], by_server["direct"], strict=True)
+            )
             print(
                 f"{label:<32}{name:<9}{r.rps:>8.0f}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}"
                 f"{r.gateway_cpu_ms:>16.3f}{r.next_cpu_ms:>7.3f}"
                 f"{r.gateway_cpu_ms + r.next_cpu_ms:>7.3f}{ratio:>10.2f}x"
             )
-    spread = {
-        label: ", ".join(f"{r.rps:.0f}" for r in by_server["gateway"])
-        for label, by_server in rounds.items()
-    }
-    print("gateway req/s per round: " + "; ".join(f"{k}: {v}" for k, v in spread.items()))
+    print("\ngateway/direct per round:")
+    for label, ratios in per_round.items():
+        print(f"  {label:<30}{ratios}")
 
     print(f"\n{'SSE (ms)':<32}{'server':<9}{'p50':>8}{'p99':>8}{'max':>8}")
     for name in names:
