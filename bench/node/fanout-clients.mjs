@@ -3,13 +3,20 @@
 //   node fanout-clients.mjs '<json options>'
 // Options: url, protocol ("centrifugo" | "raw"), token, channel, subscribers, rate (messages/s,
 // 0 = saturation), window (messages in flight at saturation), duration, warmup, payload.
+// Centrifugo only: transport of the subscribers ("websocket", default, or "http_stream" / "sse"
+// through `http`, the gateway's http://host:port; the publisher is always a WebSocket),
+// subscriberToken (a token whose channels claim subscribes at connect: no subscribe command),
+// verify (every subscriber must get every publication once and in order: after the run the
+// publisher stops, the subscribers drain, and lost / duplicated / disconnects are reported).
 // Prints one JSON line with the results.
 import WebSocket from "ws";
+import { closeEmulated, openEmulated } from "./emulated.mjs";
 
 const o = JSON.parse(process.argv[2]);
 const now = () => performance.timeOrigin + performance.now();
 const centrifugo = o.protocol === "centrifugo";
 const pad = "x".repeat(o.payload ?? 64);
+const transport = o.transport ?? "websocket";
 
 // Latency histogram in 0.1 ms buckets up to 10 s.
 const hist = new Uint32Array(100001);
@@ -50,10 +57,49 @@ function stampAt(buf) {
   return i < 0 ? null : parseFloat(buf.toString("latin1", i + 4, i + 28));
 }
 
+// -- verify: each subscriber's publications by their seq -------------------------------------
+const PUB = Buffer.from('"pub":{'); // a publication's push (not a disconnect push)
+const SEQ = Buffer.from('"seq":');
+const check = { lost: 0, duplicated: 0, received: 0, disconnects: {} };
+
+function seqAt(buf, i) {
+  return parseInt(buf.toString("latin1", i + SEQ.length, i + SEQ.length + 16), 10);
+}
+
+// The pushes in buf (a frame, or whole lines of a stream) against the subscriber's next
+// expected seq: the first and last seq and the number of pushes tell gaps and repeats.
+function deliver(sub, buf) {
+  let pushes = 0;
+  for (let i = buf.indexOf(PUB); i >= 0; i = buf.indexOf(PUB, i + PUB.length)) pushes++;
+  if (pushes === 0) return;
+  const t = stampAt(buf); // the oldest publication in buf, as for the WebSocket frames
+  if (t !== null) record(t, pushes);
+  const first = seqAt(buf, buf.indexOf(SEQ));
+  const last = pushes === 1 ? first : seqAt(buf, buf.lastIndexOf(SEQ));
+  if (first < sub.next) check.duplicated += sub.next - first;
+  else check.lost += first - sub.next;
+  const span = last - first + 1;
+  if (pushes < span) check.lost += span - pushes;
+  else check.duplicated += pushes - span;
+  if (last >= sub.next) sub.next = last + 1;
+  check.received += pushes;
+}
+
+let closing = false;
+function disconnected(sub, reason) {
+  sub.closed = true;
+  if (!closing) check.disconnects[reason] = (check.disconnects[reason] ?? 0) + 1;
+}
+
 function subscriberMessage(ws, buf) {
   if (centrifugo) {
     if (buf.length === 2 && buf[0] === 123 && buf[1] === 125) {
       ws.send("{}"); // a ping
+      return;
+    }
+    if (o.verify) {
+      if (buf.indexOf("\n{}") >= 0 || buf.indexOf("{}\n") === 0) ws.send("{}");
+      deliver(ws.sub, buf);
       return;
     }
     let lines = 1;
@@ -68,21 +114,44 @@ function subscriberMessage(ws, buf) {
   }
 }
 
-async function connectCentrifugo(ws) {
+async function connectCentrifugo(ws, tokenWithChannels) {
   await new Promise((resolve) => {
     let replies = 0;
+    const expected = tokenWithChannels ? 1 : 2;
     const listener = (data) => {
       for (const line of data.toString().split("\n")) if (line.startsWith('{"id":')) replies++;
-      if (replies >= 2) {
+      if (replies >= expected) {
         ws.off("message", listener); // only for the handshake
         resolve();
       }
     };
     ws.on("message", listener);
-    ws.send(
-      JSON.stringify({ id: 1, connect: { token: o.token } }) + "\n" +
-        JSON.stringify({ id: 2, subscribe: { channel: o.channel } }),
-    );
+    if (tokenWithChannels) ws.send(JSON.stringify({ id: 1, connect: { token: tokenWithChannels } }));
+    else
+      ws.send(
+        JSON.stringify({ id: 1, connect: { token: o.token } }) + "\n" +
+          JSON.stringify({ id: 2, subscribe: { channel: o.channel } }),
+      );
+  });
+}
+
+function openSubscriber() {
+  const sub = { next: 0, closed: false };
+  if (transport !== "websocket") {
+    return openEmulated(o.http, transport, { id: 1, connect: { token: o.subscriberToken } }, {
+      onLines: (_session, buf) => deliver(sub, buf),
+      onClose: (session) => {
+        const text = session.last ? session.last.toString() : "";
+        const code = /"disconnect":\{"code":(\d+)/.exec(text);
+        disconnected(sub, `${transport} ${code ? code[1] : session.error ?? "stream ended"}`);
+      },
+    }).then((session) => Object.assign(sub, { session }));
+  }
+  return open(subscriberMessage).then(async (ws) => {
+    ws.sub = sub;
+    ws.on("close", (code) => disconnected(sub, `websocket ${code}`));
+    if (centrifugo) await connectCentrifugo(ws, o.subscriberToken);
+    return Object.assign(sub, { ws });
   });
 }
 
@@ -90,14 +159,7 @@ async function openSubscribers(n) {
   const all = [];
   for (let i = 0; i < n; i += 200) {
     const batch = [];
-    for (let j = i; j < Math.min(n, i + 200); j++) {
-      batch.push(
-        open(subscriberMessage).then(async (ws) => {
-          if (centrifugo) await connectCentrifugo(ws);
-          return ws;
-        }),
-      );
-    }
+    for (let j = i; j < Math.min(n, i + 200); j++) batch.push(openSubscriber());
     all.push(...(await Promise.all(batch)));
   }
   return all;
@@ -163,19 +225,35 @@ const started = now();
 await new Promise((r) => setTimeout(r, o.duration * 1000));
 measuring = false;
 const elapsed = (now() - started) / 1000;
-stopped = true;
+const result = {
+  subscribers: subs.length,
+  delivered,
+  deliveries_per_s: delivered / elapsed,
+  p50_ms: percentile(0.5),
+  p99_ms: percentile(0.99),
+  published: sent,
+};
 if (timer) clearInterval(timer);
-
-console.log(
-  JSON.stringify({
-    subscribers: subs.length,
-    delivered,
-    deliveries_per_s: delivered / elapsed,
-    p50_ms: percentile(0.5),
-    p99_ms: percentile(0.99),
-    published: sent,
-  }),
-);
-for (const ws of subs) ws.terminate();
+if (o.verify) {
+  // Publish no more; wait for every acknowledgement, then for each subscriber to have read
+  // the last publication (10 s at most each): what is still missing then is lost.
+  const until = async (done) => {
+    for (const deadline = Date.now() + 10_000; !done() && Date.now() < deadline; )
+      await new Promise((r) => setTimeout(r, 20));
+  };
+  const publishing = sent;
+  stopped = true;
+  await until(() => acked >= publishing);
+  await until(() => subs.every((s) => s.next >= publishing || s.closed));
+  for (const s of subs) check.lost += Math.max(0, publishing - s.next);
+  Object.assign(result, { acknowledged: acked, ...check });
+}
+stopped = true;
+closing = true;
+console.log(JSON.stringify(result));
+for (const s of subs) {
+  if (s.session) closeEmulated(s.session);
+  else s.ws.terminate();
+}
 publisher.terminate();
 process.exit(0);
