@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import re
@@ -38,10 +39,12 @@ from gateway.proxy.client_stream import ClientStream
 from gateway.proxy.compression import CompressedCache, CompressionPolicy
 from gateway.proxy.handler import ProxyService, ProxySettings
 from gateway.proxy.headers import ForwardingPolicy
+from gateway.proxy.microcache import MicroCache, Purge
 from gateway.proxy.static import StaticAssets, StaticSources
 from gateway.proxy.upstream import UpstreamPool
 from gateway.proxy.websocket import DevOriginHint, WebSocketPassthrough, WebSocketUpgrade
-from gateway.realtime.api import ApiHandler, ServerApi
+from gateway.realtime import commands, jsonsafe
+from gateway.realtime.api import ApiHandler, ApiMethod, ServerApi
 from gateway.realtime.auth import TokenVerifier, VerifierSettings
 from gateway.realtime.broker import Broker, PresenceManager
 from gateway.realtime.codes import SHUTDOWN
@@ -92,7 +95,66 @@ def compression_settings(cfg: GatewayConfig) -> dict[str, Any]:
     return {"compression": policy, "compressed": CompressedCache(c.cache_bytes)}
 
 
-def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
+def micro_cache_of(cfg: GatewayConfig) -> MicroCache | None:
+    """The proxy's micro-cache, from ``proxy.micro_cache`` (None: off)."""
+    c = cfg.proxy.micro_cache
+    if not c.enabled:
+        return None
+    return MicroCache(c.max_bytes, c.max_object_size, c.max_ttl)
+
+
+class CachePurges:
+    """The server API's ``cache_purge`` and its way to every process: where proxy/ (the
+    micro-cache) and realtime/ (the API, the engine's control channels) meet.
+
+    A purge is applied here at once, then sent to every process sharing the engine
+    (``Node.control_all``; Redis: ``<prefix>:c:all``), each of which applies it on receipt;
+    this process skips its own message."""
+
+    TOPIC = "cache_purge"
+
+    def __init__(self, cache: MicroCache | None) -> None:
+        self.cache = cache
+        self.origin = secrets.token_hex(8)
+
+    def control_handlers(self) -> dict[str, Callable[[bytes], None]]:
+        return {self.TOPIC: self.on_control}
+
+    def on_control(self, payload: bytes) -> None:
+        """Another process's purge."""
+        if self.cache is None:
+            return
+        try:
+            message = jsonsafe.loads(payload)
+            if not isinstance(message, dict) or not isinstance(message.get("purge"), dict):
+                raise ValueError("not a purge")
+            if message.get("origin") == self.origin:
+                return
+            purged = self.cache.purge(Purge.parse(message["purge"]))
+        except ValueError as e:  # JsonError is one
+            log.warning("dropped a malformed cache purge: %s", e)
+            return
+        log.debug("cache purge from another process: %d entries", purged)
+
+    def api_method(self, node: Node) -> ApiMethod:
+        async def cache_purge(params: dict[str, Any]) -> dict[str, Any]:
+            try:
+                what = Purge.parse(params)
+            except ValueError as e:
+                raise commands.BadRequest(str(e)) from None
+            if self.cache is None:
+                return {"purged": 0, "processes": 0}  # the cache is off (everywhere)
+            purged = self.cache.purge(what)
+            message = json.dumps({"origin": self.origin, "purge": what.as_params()}).encode()
+            processes = await node.control_all(self.TOPIC, message)
+            return {"purged": purged, "processes": processes}
+
+        return cache_purge
+
+
+def make_proxy(
+    cfg: GatewayConfig, supervisor: Any, port: int, micro_cache: MicroCache | None = None
+) -> ProxySettings:
     """The proxy's shared state; the pool and the static set follow the child's restarts."""
     pcfg = cfg.proxy
     idle_timeout = min(pcfg.pool_idle_timeout, 4.0) if cfg.next.dev else pcfg.pool_idle_timeout
@@ -126,6 +188,7 @@ def make_proxy(cfg: GatewayConfig, supervisor: Any, port: int) -> ProxySettings:
         body_timeout=pcfg.body_timeout,
         body_buffer=pcfg.body_buffer,
         public_port=port,
+        micro_cache=micro_cache,
         **compression_settings(cfg),
     )
 
@@ -153,6 +216,7 @@ def make_node(
     cfg: GatewayConfig,
     hooks: HookCaller | None = None,
     on_publish: Callable[[float], None] | None = None,
+    control_handlers: dict[str, Callable[[bytes], None]] | None = None,
 ) -> Node:
     """The realtime hub and its engine."""
     a = cfg.auth
@@ -176,7 +240,16 @@ def make_node(
         broker, presence = engine, engine
     else:
         broker, presence = MemoryBroker(), MemoryPresence()
-    return Node(cfg.realtime, verifier, broker, presence, a.allow_anonymous, hooks, on_publish)
+    return Node(
+        cfg.realtime,
+        verifier,
+        broker,
+        presence,
+        a.allow_anonymous,
+        hooks,
+        on_publish,
+        control_handlers,
+    )
 
 
 def uses_hooks(cfg: GatewayConfig) -> bool:
@@ -198,9 +271,11 @@ def make_app(
     port: int,
     draining: Callable[[], bool] = lambda: False,
     metrics: GatewayMetrics | None = None,
+    purges: CachePurges | None = None,
 ) -> tuple[Application, ProxySettings]:
     """The route table: the gateway's own paths first, everything else to Next.js."""
-    proxy = make_proxy(cfg, supervisor, port)
+    purges = purges or CachePurges(None)
+    proxy = make_proxy(cfg, supervisor, port, purges.cache)
     proxy.draining = draining
     metrics = metrics or GatewayMetrics()
     metrics.watch(supervisor, node, proxy.pool)
@@ -218,6 +293,8 @@ def make_app(
             out["static"] = proxy.static.snapshot()
         if proxy.compressed is not None:
             out["compressed"] = proxy.compressed.snapshot()
+        if proxy.micro_cache is not None:
+            out["micro_cache"] = proxy.micro_cache.snapshot()
         return out
 
     passthrough = {
@@ -250,7 +327,7 @@ def make_app(
                 r"/_gateway/api/([a-z_]+)",
                 ApiHandler,
                 {
-                    "api": ServerApi(node),
+                    "api": ServerApi(node, {CachePurges.TOPIC: purges.api_method(node)}),
                     "key": cfg.api.key,
                     "allowed_networks": cfg.api.allowed_networks,
                     "forwarding": proxy.forwarding,
@@ -483,7 +560,8 @@ class Gateway:
         if uses_hooks(self.cfg):
             hooks = HttpHooks(upstream.target, self.cfg.api.key, self.cfg.realtime.hooks.timeout)
         metrics = GatewayMetrics()
-        node = self.node = make_node(self.cfg, hooks, metrics.published)
+        purges = CachePurges(micro_cache_of(self.cfg))
+        node = self.node = make_node(self.cfg, hooks, metrics.published, purges.control_handlers())
         node.start()
         app, proxy = make_app(
             self.cfg,
@@ -493,6 +571,7 @@ class Gateway:
             port,
             draining=lambda: self.draining,
             metrics=metrics,
+            purges=purges,
         )
         server = GatewayHTTPServer(
             app,

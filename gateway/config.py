@@ -192,6 +192,36 @@ class CompressionConfig:
 
 
 @dataclass
+class MicroCacheConfig:
+    enabled: bool = setting(
+        False,
+        doc="Answer GET/HEAD from memory with responses Next.js marks as shared-cacheable "
+        "(Cache-Control s-maxage, or public with max-age; docs/proxy.md, Micro-cache). Off: "
+        "every request goes to Next.js.",
+    )
+    max_bytes: int = setting(
+        64 * 1024 * 1024,
+        doc="Memory for stored responses, in bytes (bodies, fields and keys), per process; "
+        "least recently used first out.",
+        low=1024,
+        high=64 * 1024 * 1024 * 1024,
+    )
+    max_object_size: int = setting(
+        1024 * 1024,
+        doc="Largest body stored, in bytes; longer responses pass through.",
+        low=0,
+        high=1024 * 1024 * 1024,
+    )
+    max_ttl: float = setting(
+        60.0,
+        doc="Longest a response is served from memory, in seconds, whatever its s-maxage "
+        "(and the longest it is served stale under stale-while-revalidate).",
+        low=0.1,
+        high=365 * 86400.0,
+    )
+
+
+@dataclass
 class ProxyConfig:
     trusted_proxies: list[str] = setting(
         factory=list,
@@ -251,6 +281,9 @@ class ProxyConfig:
     )
     compression: CompressionConfig = setting(
         factory=CompressionConfig, doc="Compression of proxied responses."
+    )
+    micro_cache: MicroCacheConfig = setting(
+        factory=MicroCacheConfig, doc="A short-lived cache of shared-cacheable responses."
     )
 
 

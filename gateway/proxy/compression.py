@@ -114,6 +114,14 @@ def _split_tags(header: str) -> list[str]:
     return [tag.strip() for tag in header.split(",") if tag.strip()]
 
 
+def etag_matches(if_none_match: str, etags: list[str]) -> bool:
+    """Weak comparison (RFC 9110 §13.1.2): ``W/"x"`` matches ``"x"``."""
+    if if_none_match.strip() == "*":
+        return True
+    wanted = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return any(tag.removeprefix("W/") in wanted for tag in etags)
+
+
 def upstream_if_none_match(header: str) -> str:
     """``If-None-Match`` for Next: each variant tag also as the tag Next gave it.
 

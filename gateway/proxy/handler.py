@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.client import responses
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from gateway.proxy.compression import (
     cacheable_etag,
     compress_whole,
     merge_vary,
+    negotiate,
     not_modified_etag,
     stream_compressor,
     upstream_if_none_match,
@@ -58,7 +59,18 @@ from gateway.proxy.framing import (
     request_framing,
 )
 from gateway.proxy.headers import ForwardingPolicy, strip_hop_by_hop
-from gateway.proxy.http11 import request_head
+from gateway.proxy.http11 import date_field, request_head
+from gateway.proxy.microcache import HEADER as CACHE_HEADER
+from gateway.proxy.microcache import (
+    MISS,
+    STALE,
+    Entry,
+    Freshness,
+    MicroCache,
+    freshness,
+    head_bytes,
+)
+from gateway.proxy.refresh import fetch_whole
 from gateway.proxy.static import (
     PREFIX,
     Asset,
@@ -70,6 +82,7 @@ from gateway.proxy.static import (
     whole_head,
 )
 from gateway.proxy.upstream import PoolBusy, Upstream, UpstreamConnection, UpstreamPool
+from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger("gateway.proxy")
 
@@ -77,6 +90,8 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # RFC 9110
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _UNLIMITED = 2**62
 _NEGOTIATED = frozenset({"accept-encoding", "if-none-match"})  # rewritten when compressing
+# Request fields a background refresh does not send: it asks for the whole response.
+_CONDITIONAL = frozenset({"if-none-match", "if-modified-since", "if-match", "if-unmodified-since"})
 # Longest a request for a static file waits for a new build's set to be read, when the child
 # cannot serve the file itself (a standalone build); reading takes well under a second here.
 _STATIC_LOAD_WAIT = 10.0
@@ -118,6 +133,10 @@ class ProxySettings:
     """Compress Next's responses to the client (None: bodies pass as Next encoded them)."""
     compressed: CompressedCache | None = None
     """Compressed bodies of responses with a strong ETag, so each is compressed once."""
+    micro_cache: MicroCache | None = None
+    """Shared-cacheable responses answered without Next (microcache.py); None: off."""
+    refreshes: BackgroundTasks = field(default_factory=lambda: BackgroundTasks("micro-cache"))
+    """The micro-cache's background refreshes of stale entries."""
     in_flight: int = 0
     """Requests being answered right now (graceful shutdown waits for them)."""
 
@@ -209,6 +228,15 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self._compressor: Compressor | None = None  # a streamed body's
         self._whole = False  # held until its end, then compressed (or taken from the cache) once
         self._cache_key: CacheKey | None = None
+        # The micro-cache: a GET/HEAD looked up (then MISS), the entry that answers it, and
+        # the copy of a storable response's body as it streams (microcache.py).
+        self._looked_up = False
+        self._cached: tuple[Entry, str] | None = None
+        self._generation = 0
+        self._fresh: Freshness | None = None  # set while a storable response streams
+        self._capture: list[bytes] = []
+        self._captured = 0
+        self._capture_fields: list[tuple[str, str]] = []
 
     # -- the client's request (called by Tornado) ---------------------------------------------
 
@@ -256,6 +284,10 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             ):
                 # The child has no copy of the new build's files: wait for the set.
                 return self._find_static_once_loaded(static)
+        cache = self.s.micro_cache
+        if cache is not None and self.method in ("GET", "HEAD") and not self._has_body:
+            if "Range" not in headers and self._look_up(cache):
+                return None  # answered in finish(), once the (empty) body is read
         if framing.length > self.s.max_body_size:
             self._answer(413, "Payload Too Large", self._too_large())
             return None
@@ -328,6 +360,9 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self.client.set_close_callback(self.on_connection_close)
         if self._asset is not None:
             self._send_asset(self._asset)
+            return
+        if self._cached is not None:
+            self._send_cached(*self._cached)
             return
         task = asyncio.ensure_future(self._relay())
         task.add_done_callback(self._relay_done)
@@ -422,6 +457,8 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self._upstream_seconds = time.perf_counter() - self._sent_at
         strip_hop_by_hop(headers)
         self._pending_head = (httputil.ResponseStartLine("HTTP/1.1", code, reason), headers)
+        if self._looked_up:
+            self._capture_if_storable(code, headers)
 
     def on_body(self, data: bytes) -> None:
         self._pieces.append(data)
@@ -475,6 +512,10 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             self._head_sent = True
             body = b"".join(self._pieces) if self._pieces else None
             self._pieces.clear()
+            if self._looked_up:
+                headers[CACHE_HEADER] = MISS
+                if self._fresh is not None and body:
+                    self._capture_piece(body)
             if self._coding is not None:
                 body = self._encode_first(headers, body)
             if not self._request_read:
@@ -492,6 +533,8 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         elif self._pieces or (self._compressor is not None and self._ended):
             data = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
             self._pieces.clear()
+            if self._fresh is not None and data:
+                self._capture_piece(data)
             if self._compressor is not None:
                 data = self._compress(data)
             if data:
@@ -499,6 +542,8 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
                 self._watch_write(self.client.write(data))
         if self._ended:
             self._ended = False
+            if self._fresh is not None:
+                self._store()
             self._finish_response()
             conn, self._conn = self._conn, None
             if conn is not None and self._target is not None:
@@ -591,6 +636,157 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
             vary = merge_vary(headers.get_list("Vary"))
             if vary is not None:
                 headers["Vary"] = vary
+
+    # -- the micro-cache (the rules are in microcache.py) --------------------------------------
+
+    def _forwarded_value(self, name: str) -> str:
+        """A request field as Next gets it: the value of a name in ``Vary``, for the key."""
+        if name == "accept-encoding" and self.s.compression is not None:
+            return "identity"  # the gateway asks Next for identity bodies (_upstream_headers)
+        return ", ".join(self.headers.get_list(name))
+
+    def _look_up(self, cache: MicroCache) -> bool:
+        """True when the micro-cache answers this GET/HEAD (in finish(), without Next)."""
+        self._looked_up = True
+        self._generation = cache.generation  # a purge from now on: this response is not kept
+        self._cached = cache.lookup(self.uri, self._forwarded_value)
+        return self._cached is not None
+
+    def _send_cached(self, entry: Entry, state: str) -> None:
+        """Answer from an entry: its response in the coding the client negotiates (compressed
+        bytes from compression.py's cache, so a hit compresses nothing), or 304 when a
+        validator matches. The first request that finds it stale starts its refresh."""
+        cache = self.s.micro_cache
+        assert cache is not None
+        if state == STALE and cache.begin_refresh(entry):
+            self._refresh(cache, entry)
+        h = self.headers
+        coding = negotiate(h.get("Accept-Encoding", "")) if entry.compressible else None
+        per_response = [("Age", str(entry.age(cache.clock()))), (CACHE_HEADER, state)]
+        body = b""
+        if entry.not_modified(coding, h.get("If-None-Match"), h.get("If-Modified-Since")):
+            self.status, reason = 304, "Not Modified"
+            pairs = [*entry.not_modified_fields(coding), *per_response]
+        else:
+            self.status, reason = 200, "OK"
+            whole = self._cached_body(entry, coding)
+            pairs = [*entry.response_fields(coding, len(whole)), *per_response]
+            if self.method == "GET":
+                body = whole
+        self._bytes_out = len(body)
+        head = head_bytes(f"HTTP/1.1 {self.status} {reason}", pairs) + date_field()
+        written = write_whole_response(self.client, head, body)
+        if written is None:  # HTTP/1.0 or TLS: Tornado writes the head
+            out = httputil.HTTPHeaders()
+            for name, value in pairs:
+                out.add(name, value)
+            out["Date"] = email.utils.formatdate(usegmt=True)
+            start = httputil.ResponseStartLine("HTTP/1.1", self.status, reason)
+            self.client.write_headers(start, out, body)
+            self._finish_response()
+        elif written.done():
+            self._whole_written(written)
+        else:
+            written.add_done_callback(self._whole_written)
+
+    def _cached_body(self, entry: Entry, coding: str | None) -> bytes:
+        if coding is None:
+            return entry.body
+        policy, compressed = self.s.compression, self.s.compressed
+        assert policy is not None
+        key = (entry.url, coding, entry.body_tag)
+        packed = compressed.get(key) if compressed is not None and compressed.max_bytes else None
+        if packed is None:
+            packed = compress_whole(coding, entry.body, policy)
+            if compressed is not None and compressed.max_bytes:
+                compressed.put(key, packed)
+        return packed
+
+    def _capture_if_storable(self, code: int, headers: httputil.HTTPHeaders) -> None:
+        """On Next's response head: keep a copy of the body as it streams if the response may
+        be stored (and is not declared larger than an entry may be)."""
+        cache = self.s.micro_cache
+        assert cache is not None
+        self._capture.clear()
+        self._captured = 0
+        self._fresh = freshness(self.method, code, headers, cache.max_ttl)
+        declared = headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > cache.max_object_size:
+            self._fresh = None
+        if self._fresh is not None:
+            self._capture_fields = list(headers.get_all())  # before _shape rewrites them
+
+    def _capture_piece(self, data: bytes) -> None:
+        cache = self.s.micro_cache
+        assert cache is not None
+        self._captured += len(data)
+        if self._captured > cache.max_object_size:
+            self._fresh = None  # a stream longer than an entry may be: it only passes through
+            self._capture.clear()
+            return
+        self._capture.append(data)
+
+    def _store(self) -> None:
+        cache, fresh = self.s.micro_cache, self._fresh
+        assert cache is not None and fresh is not None
+        self._fresh = None
+        body = b"".join(self._capture)
+        self._capture.clear()
+        self._keep(cache, self._capture_fields, body, fresh, self._generation)
+
+    def _keep(
+        self,
+        cache: MicroCache,
+        fields: list[tuple[str, str]],
+        body: bytes,
+        fresh: Freshness,
+        generation: int,
+    ) -> Entry | None:
+        entry = cache.store(self.uri, self._forwarded_value, fields, body, fresh, generation)
+        if entry is not None and self.s.compression is not None:
+            # Whether a client gets it compressed then depends on its Accept-Encoding alone:
+            # the policy is asked once, as for a client that accepts any coding.
+            plan = self.s.compression.plan("GET", 200, "*", entry.fields, len(body))
+            entry.compressible = plan.coding is not None
+            entry.vary_encoding = plan.vary
+        return entry
+
+    def _refresh(self, cache: MicroCache, entry: Entry) -> None:
+        """Ask Next for a stale entry's page again, for the cache alone (this client and those
+        after it get the stale entry until the new one is stored)."""
+        target = self.s.upstream.target()
+        if target is None:
+            cache.end_refresh(entry)
+            return
+        fields = [(n, v) for n, v in self._upstream_headers() if n.lower() not in _CONDITIONAL]
+        head = request_head("GET", self.uri, fields)
+        self.s.refreshes.spawn(
+            self._refreshed(cache, entry, target, head, cache.generation), "refresh " + self.uri
+        )
+
+    async def _refreshed(
+        self,
+        cache: MicroCache,
+        entry: Entry,
+        target: tuple[str, int],
+        head: bytes,
+        generation: int,
+    ) -> None:
+        try:
+            got = await fetch_whole(
+                self.s.pool, target, head, cache.max_object_size, self.s.first_byte_timeout
+            )
+            if got is None:
+                return
+            status, headers, body = got
+            fresh = freshness("GET", status, headers, cache.max_ttl)
+            kept = None
+            if fresh is not None:
+                kept = self._keep(cache, list(headers.get_all()), body, fresh, generation)
+            if kept is None:  # Next's answer may not be stored (any more): nor may the old one
+                cache.discard(entry)
+        finally:
+            cache.end_refresh(entry)
 
     def _settle(self, complete: bool) -> None:
         self._watchdog_off()
@@ -945,7 +1141,13 @@ class ProxyExchange(httputil.HTTPMessageDelegate):
         self.s.in_flight -= 1
         seconds = time.perf_counter() - self.started
         if self.s.observer is not None:
-            kind = "static" if self._asset is not None else "proxied"
+            kind = (
+                "static"
+                if self._asset is not None
+                else "cached"
+                if self._cached is not None
+                else "proxied"
+            )
             self.s.observer.response(kind, self.status or 499, self._upstream_seconds)
         if self.s.access_log:
             log_access(

@@ -29,6 +29,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from gateway.proxy.compression import etag_matches as etag_matches  # re-exported: tests
 from gateway.proxy.compression import negotiate, variant_etag
 from gateway.proxy.http11 import date_field
 
@@ -145,14 +146,6 @@ def choose(asset: Asset, accept_encoding: str) -> Representation:
     if coding == "gzip" and asset.gzip is not None:
         return asset.gzip
     return asset.identity
-
-
-def etag_matches(if_none_match: str, etags: list[str]) -> bool:
-    """Weak comparison (RFC 9110 §13.1.2): ``W/"x"`` matches ``"x"``."""
-    if if_none_match.strip() == "*":
-        return True
-    wanted = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-    return any(tag.removeprefix("W/") in wanted for tag in etags)
 
 
 def unsafe_path(decoded: str) -> bool:

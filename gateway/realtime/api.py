@@ -13,7 +13,7 @@ import fnmatch
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from gateway.httpbase import GatewayHandler
@@ -41,15 +41,21 @@ METHODS = (
 )
 
 
+ApiMethod = Callable[[dict[str, Any]], Awaitable[Any]]
+"""One method: the decoded params -> its result (raise commands.BadRequest for bad params)."""
+
+
 class ServerApi:
     """The API's operations, independent of HTTP (tested directly). Parameters are decoded by
-    commands.py, with the same rules as the client protocol's."""
+    commands.py, with the same rules as the client protocol's.
 
-    def __init__(self, node: Node) -> None:
+    ``extra`` adds methods from outside the realtime side (app.py: ``cache_purge``, the proxy's
+    micro-cache), which realtime/ must not import."""
+
+    def __init__(self, node: Node, extra: Mapping[str, ApiMethod] | None = None) -> None:
         self.node = node
-        self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
-            name: getattr(self, "m_" + name) for name in METHODS
-        }
+        self._methods: dict[str, ApiMethod] = {name: getattr(self, "m_" + name) for name in METHODS}
+        self._methods.update(extra or {})
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         handler = self._methods.get(method)

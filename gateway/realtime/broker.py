@@ -1,5 +1,5 @@
 """What an engine provides: a Broker (fan-out between processes, with history) and a
-PresenceManager. Two implementations: memory.py (one process) and, later, a Redis engine.
+PresenceManager. Two implementations: memory.py (one process) and redis.py.
 
 The broker calls back into the node through :class:`BrokerEventHandler`, so that a publication
 reaches local subscribers the same way whichever process published it.
@@ -63,7 +63,8 @@ class BrokerEventHandler(Protocol):
         """This process's id among the processes sharing the engine (control messages)."""
 
     def handle_control(self, message: bytes) -> None:
-        """A control message :meth:`Broker.control` sent to this process."""
+        """A control message :meth:`Broker.control` sent to this process, or
+        :meth:`Broker.control_all` to every process."""
 
 
 class Broker(Protocol):
@@ -99,6 +100,12 @@ class Broker(Protocol):
         :meth:`~BrokerEventHandler.handle_control`). False when no process listens under that
         id (it is gone); raises :class:`BrokerUnavailable` when the engine cannot be reached.
         Nothing is stored: a message to a process that is not listening is lost."""
+
+    async def control_all(self, message: bytes) -> int:
+        """Send ``message`` to every process sharing the engine, this one included (each
+        handler's :meth:`~BrokerEventHandler.handle_control`); how many processes it reached
+        (memory engine: this one). Raises :class:`BrokerUnavailable` when the engine cannot be
+        reached. Nothing is stored: a process that is not listening right now misses it."""
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         """Tell every process's subscribers that ``info`` joined."""

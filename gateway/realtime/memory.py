@@ -73,6 +73,13 @@ class MemoryBroker:
         asyncio.get_running_loop().call_soon(handler.handle_control, message)
         return True
 
+    async def control_all(self, message: bytes) -> int:
+        handler = self._handler
+        if handler is None:
+            return 0
+        asyncio.get_running_loop().call_soon(handler.handle_control, message)
+        return 1  # one process: this one
+
     async def publish(
         self,
         channel: str,

@@ -13,7 +13,7 @@ import time
 import uuid
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from gateway import __version__
@@ -57,6 +57,7 @@ class Node:
         allow_anonymous: bool = False,
         hooks: HookCaller | None = None,
         on_publish: Callable[[float], None] | None = None,
+        control_handlers: Mapping[str, Callable[[bytes], None]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.broker = broker
@@ -68,6 +69,9 @@ class Node:
         self.users: dict[str, set[ClientSession]] = {}
         self.on_publish = on_publish
         """Told how long each publication took (metrics)."""
+        self.control_handlers = dict(control_handlers or {})
+        """Topic -> what this process does with a :meth:`control_all` message of that topic
+        (app.py registers the proxy's cache purge: realtime/ knows nothing of it)."""
         self.stats: Counter[str] = Counter()
         self.started = time.monotonic()
         self.node_id = uuid.uuid4().hex
@@ -217,9 +221,27 @@ class Node:
             pub.offset,
         )
 
+    async def control_all(self, topic: str, payload: bytes) -> int:
+        """Hand ``payload`` to the ``topic`` handler of every process sharing the engine, this
+        one included; how many processes the engine reached. Raises BrokerUnavailable."""
+        return await self.broker.control_all(b"a %s\n%s" % (topic.encode(), payload))
+
     def handle_control(self, message: bytes) -> None:
-        """A control message from another process (emulation.py)."""
-        self.emulation.handle_control(message)
+        """A control message from another process: ``a <topic>\n<payload>`` for every process
+        (:meth:`control_all`), else one of emulation.py's."""
+        if not message.startswith(b"a "):
+            self.emulation.handle_control(message)
+            return
+        head, _, payload = message.partition(b"\n")
+        topic = head[2:].decode("utf-8", "replace")
+        handler = self.control_handlers.get(topic)
+        if handler is None:
+            log.warning("dropped a control message of unknown topic %r", topic)
+            return
+        try:
+            handler(payload)
+        except Exception:  # another process's message must not break this one's reader
+            log.exception("control message of topic %r failed", topic)
 
     def begin_batch(self) -> None:
         """The broker delivers several events in a row: flush them together (hub.hold)."""

@@ -10,6 +10,8 @@ Layout, per channel, on the shard its name hashes to (jump consistent hash over 
 - ``<prefix>:i:<channel>:<key>`` idempotency: the first publication's position, 5 minutes
 - ``<prefix>:c:<node id>``  pub/sub channel of one process: control messages to it (an
   emulation POST that reached another process, forwarded to the one holding the session)
+- ``<prefix>:c:all``  pub/sub channel every process subscribes: control messages to all of
+  them (a purge of the proxy's micro-cache); node ids are hex, never ``all``
 
 Publishing with history is one Lua script: the offset is allocated, the publication stored and
 the pub/sub message sent atomically, so pub/sub order is offset order and a reader that sees
@@ -409,8 +411,8 @@ class RedisEngine:
         self._handler = handler
         # This process's control channel, subscribed with the first connection (and again
         # after every reconnection, like the others).
-        control = self._key("c", handler.node_id)
-        self.shard(control).channels[control] = asyncio.get_running_loop().create_future()
+        for control in (self._key("c", handler.node_id), self._key("c", "all")):
+            self.shard(control).channels[control] = asyncio.get_running_loop().create_future()
         for shard in self.shards:
             shard.start()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_presence())
@@ -550,6 +552,15 @@ class RedisEngine:
         except (RedisError, OSError) as e:
             raise shard.command_failed(e) from None
         return bool(receivers)
+
+    async def control_all(self, message: bytes) -> int:
+        key = self._key("c", "all")
+        shard = self._available(key)
+        try:
+            receivers = await shard.batched("publish", [key], [message])
+        except (RedisError, OSError) as e:
+            raise shard.command_failed(e) from None
+        return int(receivers)
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         await self._publish_event(channel, b"j 0 -\n" + info.encoded())
