@@ -14,18 +14,25 @@ GET|HEAD /shaped?...
     gzip=1             the body is gzipped, with Content-Encoding: gzip
     header=Name:Value  an extra response header (repeatable)
     etag=TAG           ETag: TAG, and 304 when If-None-Match names it
+    delay=0            ms to wait before answering
 
-Every response says what it was asked with: X-Seen-Accept-Encoding, X-Seen-If-None-Match.
+Every response says what it was asked with: X-Seen-Accept-Encoding, X-Seen-If-None-Match,
+X-Seen-RSC, and which request to /shaped it answers: X-Child-Request (1, 2, ...).
+
+GET /count: ``{"requests": n}``, the requests to /shaped so far (a cache test counts what
+reached the child).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import signal
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -37,6 +44,11 @@ def text_body(size: int) -> bytes:
     return out[:size]
 
 
+_serials = itertools.count(1)
+_lock = threading.Lock()
+_served = 0
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -44,7 +56,19 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        global _served
         url = urlparse(self.path)
+        if url.path == "/count":
+            body = json.dumps({"requests": _served}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        with _lock:
+            serial = next(_serials)
+            _served = serial
         q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         extra = parse_qs(url.query).get("header", [])
         status = int(q.get("status", "200"))
@@ -55,7 +79,10 @@ class Handler(BaseHTTPRequestHandler):
         length = q.get("length", "1" if chunks == 1 and not sse else "0") == "1"
         if etag and etag in self.headers.get("If-None-Match", ""):
             status = 304
+        time.sleep(float(q.get("delay", "0")) / 1000)
         self.send_response(status)
+        self.send_header("X-Child-Request", str(serial))
+        self.send_header("X-Seen-RSC", self.headers.get("RSC", "-"))
         self.send_header("X-Seen-Accept-Encoding", self.headers.get("Accept-Encoding", "-"))
         self.send_header("X-Seen-If-None-Match", self.headers.get("If-None-Match", "-"))
         content_type = q.get("type", "text/event-stream" if sse else "text/plain")

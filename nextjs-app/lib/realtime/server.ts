@@ -94,3 +94,15 @@ export function unsubscribe(channel: string, user: string, client?: string) {
 export function disconnect(user: string, code = 3503, reason = "force disconnect") {
   return call("disconnect", { user, disconnect: { code, reason } });
 }
+
+/** What `purgeCache` drops from the gateway's micro-cache: exact paths (every query and RSC
+ * variant of each), every path under a prefix, or everything. */
+export type CachePurge = string[] | { paths: string[] } | { prefix: string } | { all: true };
+
+/** Drop pages from the gateway's micro-cache (`proxy.micro_cache`) in every gateway process
+ * sharing its engine. `purged` counts this process's entries; `processes` how many processes
+ * the purge reached. With the cache off it purges nothing and succeeds. */
+export function purgeCache(what: CachePurge) {
+  const params = Array.isArray(what) ? { paths: what } : what;
+  return call<{ purged: number; processes: number }>("cache_purge", params);
+}

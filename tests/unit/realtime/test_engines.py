@@ -287,6 +287,55 @@ async def test_control_messages_reach_the_named_process_only(kind: str) -> None:
         await e.stop()
 
 
+@pytest.mark.parametrize("kind", ENGINES)
+@pytest.mark.gen_test
+async def test_control_all_reaches_this_process_too(kind: str) -> None:
+    """Broker.control_all: the message reaches every process's handler, this one included,
+    and says how many processes it reached (one here)."""
+    e = await start(kind)
+    try:
+        deadline = time.monotonic() + 5
+        while not await e.broker.control_all(b"a topic\nx"):  # subscribed with the connection
+            assert time.monotonic() < deadline, "the all-processes channel was never heard"
+            await asyncio.sleep(0.05)
+        await e.until(lambda: b"a topic\nx" in e.handler.controls)
+        assert await e.broker.control_all(b"a topic\ny") == 1
+        await e.until(lambda: e.handler.controls[-1:] == [b"a topic\ny"])
+        assert e.handler.pubs == [] and e.handler.lost == []
+    finally:
+        await e.stop()
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-sharded"])
+@pytest.mark.gen_test
+async def test_control_all_crosses_redis_engines(kind: str) -> None:
+    """Two processes on one Redis: a control_all from either reaches both, and a message to
+    one node still reaches that one only."""
+    first = await start(kind)
+    from gateway.realtime.redis import RedisEngine
+
+    assert isinstance(first.broker, RedisEngine)
+    other_handler = Handler(node_id="c" * 32)
+    urls = [s.url for s in first.broker.shards]
+    other = RedisEngine(urls, prefix=first.broker.prefix, presence_ttl=3)
+    other.run(other_handler)
+    try:
+        assert await other.ready(5.0)
+        deadline = time.monotonic() + 5
+        while await first.broker.control_all(b"a t\n0") < 2:
+            assert time.monotonic() < deadline, "the other process never listened"
+            await asyncio.sleep(0.05)
+        assert await other.control_all(b"a t\n1") == 2
+        await first.until(lambda: other_handler.controls[-1:] == [b"a t\n1"])
+        await first.until(lambda: first.handler.controls[-1:] == [b"a t\n1"])
+        assert await first.broker.control(other_handler.node_id, b"r 9 1") is True
+        await first.until(lambda: other_handler.controls[-1:] == [b"r 9 1"])
+        assert b"r 9 1" not in first.handler.controls
+    finally:
+        await other.close()
+        await first.stop()
+
+
 @pytest.mark.gen_test
 async def test_control_messages_cross_redis_engines() -> None:
     """Two processes (engines) on one Redis: each hears its own control channel only."""
