@@ -16,7 +16,11 @@ identity:
 - a prerendered page (/about), identity and as browsers ask;
 - an SSR page (/time);
 - a Server Action posted as a form (the /notes page's action, empty text: nothing is stored);
-- a /_next/static JS chunk of about 110 KB (the gateway serves it from memory), both ways.
+- a /_next/static JS chunk of about 110 KB (the gateway serves it from memory), both ways;
+- the prerendered page again with the micro-cache on (`proxy.micro_cache.enabled`), both
+  ways: a second gateway with the cache, in front of its own `next start` of the same build,
+  against the same direct Next as the other rows (its "next" CPU is its own child's, ~0 on
+  hits).
 
 Per row, CPU per request: the user+system time of the gateway process and of the Next.js
 child's process group (/proc/<pid>/stat) over the wrk run, divided by the requests wrk
@@ -81,6 +85,8 @@ class Workload:
     path: str
     accept: str
     script: Callable[[str], str] | None = None
+    cached: bool = False
+    """Measured through the second gateway, the one with the micro-cache on."""
 
 
 def wait_http(url: str, timeout: float = 60.0) -> None:
@@ -362,12 +368,26 @@ def main() -> None:
             Path(tmp), {"next": {"dir": str(NEXT_DIR)}, "log": {"level": "warning"}}
         )
         gw.start()
+        (Path(tmp) / "cached").mkdir()
+        cached_gw = GatewayProcess(
+            Path(tmp) / "cached",
+            {
+                "next": {"dir": str(NEXT_DIR)},
+                "log": {"level": "warning"},
+                "proxy": {"micro_cache": {"enabled": True}},
+            },
+        )
+        cached_gw.start()
         custom = None
         try:
             state = gw.wait_ready(60)
             assert gw.proc is not None
             next_pid = int(state["next"]["pid"])
             meters = Meters(gw.proc.pid, os.getpgid(next_pid))
+            cached_state = cached_gw.wait_ready(60)
+            assert cached_gw.proc is not None
+            cached_meters = Meters(cached_gw.proc.pid, os.getpgid(int(cached_state["next"]["pid"])))
+            cached_base = f"http://127.0.0.1:{cached_gw.port}"
             servers = {
                 "direct": f"http://127.0.0.1:{state['next']['port']}",
                 "gateway": f"http://127.0.0.1:{gw.port}",
@@ -390,20 +410,35 @@ def main() -> None:
                 ),
                 f"{chunk_label}, identity": Workload(chunk, "identity"),
                 chunk_label: Workload(chunk, ACCEPT),
+                "prerendered, micro-cache, identity": Workload("/about", "identity", cached=True),
+                "prerendered, micro-cache": Workload("/about", ACCEPT, cached=True),
             }
             if args.only:
                 wanted = args.only.split(",")
                 workloads = {k: v for k, v in workloads.items() if any(w in k for w in wanted)}
-            for base in servers.values():  # warm every server and path
-                for work in workloads.values():
-                    measure(base, work, args, meters, 2)
+
+            def servers_of(work: Workload) -> dict[str, tuple[str, Meters]]:
+                if work.cached:
+                    return {
+                        "direct": (servers["direct"], meters),
+                        "gateway": (cached_base, cached_meters),
+                    }
+                return {name: (base, meters) for name, base in servers.items()}
+
+            for work in workloads.values():  # warm every server and path
+                for base, meter in servers_of(work).values():
+                    measure(base, work, args, meter, 2)
+                if work.cached:
+                    hit = http_request(cached_base + work.path)[1].get("X-Gateway-Cache")
+                    if hit != "HIT":
+                        print(f"  warning: {work.path} is not a micro-cache hit ({hit})")
             rounds: dict[str, dict[str, list[Result]]] = {
-                label: {name: [] for name in servers} for label in workloads
+                label: {name: [] for name in servers_of(work)} for label, work in workloads.items()
             }
             for _ in range(args.rounds):
                 for label, work in workloads.items():
-                    for name, base in servers.items():
-                        result = measure(base, work, args, meters, args.duration)
+                    for name, (base, meter) in servers_of(work).items():
+                        result = measure(base, work, args, meter, args.duration)
                         rounds[label][name].append(result)
             first: dict[str, list[float]] = {name: [] for name in servers}
             for _ in range(30):
@@ -418,6 +453,7 @@ def main() -> None:
             if custom is not None:
                 os.killpg(custom.pid, signal.SIGTERM)
                 custom.wait()
+            cached_gw.close()
             gw.close()
 
     names = list(servers)
@@ -432,7 +468,7 @@ def main() -> None:
             f"{g.rps / d.rps:.2f}"
             for g, d in zip(by_server["gateway"], by_server["direct"], strict=True)
         )
-        for name in names:
+        for name in [n for n in names if n in by_server]:
             r = median_result(by_server[name])
             # The median of the ratios of each round (the two runs were seconds apart), not the
             # ratio of the medians: the load from other work on the box drifts between rounds.
