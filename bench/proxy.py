@@ -410,8 +410,8 @@ def main() -> None:
                 ),
                 f"{chunk_label}, identity": Workload(chunk, "identity"),
                 chunk_label: Workload(chunk, ACCEPT),
-                "prerendered, micro-cache, identity": Workload("/about", "identity", cached=True),
-                "prerendered, micro-cache": Workload("/about", ACCEPT, cached=True),
+                "prerendered cached, identity": Workload("/about", "identity", cached=True),
+                "prerendered cached": Workload("/about", ACCEPT, cached=True),
             }
             if args.only:
                 wanted = args.only.split(",")

@@ -243,6 +243,8 @@ def child_spec(cfg: GatewayConfig, public_port: int, release_dir: str | None = N
     env.update(
         {
             "GATEWAY_INTERNAL_URL": internal_url(cfg.server.host, public_port),
+            # The glue's purgeCache skips its API call when there is no micro-cache to purge.
+            "GATEWAY_MICRO_CACHE": "1" if cfg.proxy.micro_cache.enabled else "0",
             # Next's own telemetry phones home; a gateway in production has no business doing so.
             "NEXT_TELEMETRY_DISABLED": env.get("NEXT_TELEMETRY_DISABLED", "1"),
             **extra_env,

@@ -366,6 +366,8 @@ def test_the_cache_is_off_by_default(next_gateway: GatewayProcess) -> None:
             assert "X-Gateway-Cache" not in headers
     state = next_gateway.ready_state()
     assert state is not None and "micro_cache" not in state
+    # The glue's purgeCache knows (GATEWAY_MICRO_CACHE=0) and makes no call after an action.
+    assert "/_gateway/api/cache_purge" not in next_gateway.log
 
 
 # -- across --workers 2 on Redis --------------------------------------------------------------

@@ -101,8 +101,10 @@ export type CachePurge = string[] | { paths: string[] } | { prefix: string } | {
 
 /** Drop pages from the gateway's micro-cache (`proxy.micro_cache`) in every gateway process
  * sharing its engine. `purged` counts this process's entries; `processes` how many processes
- * the purge reached. With the cache off it purges nothing and succeeds. */
-export function purgeCache(what: CachePurge) {
+ * the purge reached. With the cache off (the gateway says so in GATEWAY_MICRO_CACHE=0) it
+ * purges nothing and makes no request. */
+export async function purgeCache(what: CachePurge) {
+  if (process.env.GATEWAY_MICRO_CACHE === "0") return { purged: 0, processes: 0 };
   const params = Array.isArray(what) ? { paths: what } : what;
   return call<{ purged: number; processes: number }>("cache_purge", params);
 }
