@@ -193,12 +193,20 @@ def make_proxy(
     )
 
     background = BackgroundTasks("proxy")
+    served_by: list[Any] = [None]  # the child the micro-cache's entries came from
 
     def on_child_state(state: ChildState) -> None:
         if state is not ChildState.RUNNING:
             pool.clear()  # idle connections to a child that is gone are dead
             return
         target = supervisor.target()
+        if micro_cache is not None and target != served_by[0]:
+            # Another child (a reload's new build, or a restart): what the old one rendered
+            # must not outlive it by up to max_ttl.
+            if served_by[0] is not None:
+                dropped = micro_cache.purge(Purge(everything=True))
+                log.info("new Next.js child: micro-cache purged (%d entries)", dropped)
+            served_by[0] = target
         if target is not None:  # after a reload, the previous child drains faster without them
             pool.close_idle_except(target)
         if static is not None:  # a restart or a reload may bring a new build

@@ -10,6 +10,7 @@ import gzip
 import http.client
 import json
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -415,3 +416,26 @@ def test_a_purge_reaches_every_worker(tmp_path: Path) -> None:
             return len(by_worker) == 2 and all(n == 0 for n in by_worker.values())
 
         wait_until(emptied, 5, "the purge to reach both workers")
+
+
+def test_a_new_child_starts_with_an_empty_cache(tmp_path: Path) -> None:
+    """A reload (a new build) or a restart brings another child: what the previous one
+    rendered is not served from the cache any more (not even for the rest of max_ttl)."""
+    config = {
+        "next": {"dir": ".", "command": [sys.executable, str(SHAPED_CHILD), "--port", "{port}"]},
+        "proxy": {"micro_cache": cache_config()},
+    }
+    with GatewayProcess(tmp_path, config, env=ENV) as gw:
+        first_child = gw.wait_ready()["next"]["pid"]
+        path = shaped_path("Cache-Control: s-maxage=60", size=2000)
+        assert gw.request(path)[1]["X-Gateway-Cache"] == "MISS"
+        assert gw.request(path)[1]["X-Gateway-Cache"] == "HIT"
+        assert gw.proc is not None
+        gw.proc.send_signal(signal.SIGHUP)  # gateway reload: a new child, the gateway stays
+        wait_until(
+            lambda: (s := gw.ready_state()) is not None and s["next"]["pid"] != first_child,
+            30,
+            "the new child",
+        )
+        assert gw.request(path)[1]["X-Gateway-Cache"] == "MISS"
+        assert gw.request(path)[1]["X-Gateway-Cache"] == "HIT"
