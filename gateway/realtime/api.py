@@ -104,13 +104,15 @@ class ServerApi:
         channel = commands.channel_name(params)
         self._rules(channel)
         user = commands.string(params, "user")
-        await self.node.unsubscribe_user(channel, user, commands.string(params, "client", ""))
+        client = commands.string(params, "client", "")
+        await self.node.user_action_everywhere(user, client, unsubscribe=channel)
         return {}
 
     async def m_disconnect(self, params: dict[str, Any]) -> dict[str, Any]:
         user = commands.string(params, "user")
         spec = commands.parse_disconnect(params.get("disconnect"), codes.FORCE_NO_RECONNECT)
-        self.node.disconnect_user(user, spec, commands.string(params, "client", ""))
+        client = commands.string(params, "client", "")
+        await self.node.user_action_everywhere(user, client, disconnect=spec)
         return {}
 
     async def m_presence(self, params: dict[str, Any]) -> dict[str, Any]:

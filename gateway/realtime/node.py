@@ -8,6 +8,7 @@ server API.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -38,6 +39,8 @@ from gateway.realtime.protocol import (
 from gateway.tasks import BackgroundTasks
 
 log = logging.getLogger("gateway.realtime")
+
+_USER_ACTION = "user_action"
 
 
 class Node:
@@ -76,6 +79,8 @@ class Node:
         self.started = time.monotonic()
         self.node_id = uuid.uuid4().hex
         """This process among those sharing the engine (emulation.py)."""
+        # The server API's user-level actions reach every process (--workers, other hosts).
+        self.control_handlers.setdefault(_USER_ACTION, self._user_action_from_elsewhere)
         self.emulation = EmulationRouter(
             self.node_id, broker, cfg.transports.emulation_timeout, self.stats
         )
@@ -341,6 +346,39 @@ class Node:
         for client in targets:
             client.disconnect(reason)
         return len(targets)
+
+    async def user_action_everywhere(
+        self,
+        user: str,
+        client_id: str = "",
+        disconnect: Disconnect | None = None,
+        unsubscribe: str | None = None,
+    ) -> None:
+        """Disconnect ``user`` (or unsubscribe them from a channel) here at once, then in every
+        other process sharing the engine: the server API lands on one worker of one host, the
+        user's connections may be on any. Raises BrokerUnavailable when the others cannot be
+        told (this process has acted: a retry is harmless)."""
+        if disconnect is not None:
+            self.disconnect_user(user, disconnect, client_id)
+        if unsubscribe is not None:
+            await self.unsubscribe_user(unsubscribe, user, client_id)
+        action: dict[str, Any] = {"origin": self.node_id, "user": user, "client": client_id}
+        if disconnect is not None:
+            action["disconnect"] = [disconnect.code, disconnect.reason]
+        if unsubscribe is not None:
+            action["unsubscribe"] = unsubscribe
+        await self.control_all(_USER_ACTION, json.dumps(action).encode())
+
+    def _user_action_from_elsewhere(self, payload: bytes) -> None:
+        action = json.loads(payload)
+        if action["origin"] == self.node_id:
+            return  # done already (acting again could close a client that just reconnected)
+        user, client_id = str(action["user"]), str(action.get("client", ""))
+        if "disconnect" in action:
+            code, reason = action["disconnect"]
+            self.disconnect_user(user, Disconnect(int(code), str(reason)), client_id)
+        if "unsubscribe" in action:
+            self.background(self.unsubscribe_user(str(action["unsubscribe"]), user, client_id))
 
     def channels(self) -> dict[str, int]:
         return {c: self.hub.subscriber_count(c) for c in self.hub.channels()}

@@ -180,6 +180,37 @@ def test_publish_via_one_process_reaches_subscribers_of_both(
     run(scenario())
 
 
+def test_server_api_disconnect_and_unsubscribe_reach_every_process(
+    pair: tuple[GatewayProcess, GatewayProcess],
+) -> None:
+    """The API call lands on one process; the user's connections are on both."""
+    a, b = pair
+
+    async def scenario() -> None:
+        async with Raw(a, "kicked") as on_a, Raw(b, "kicked") as on_b, Raw(a, "stays") as other:
+            for client in (on_a, on_b, other):
+                await client.subscribe("chat:kick", 2)
+            reply = await asyncio.to_thread(
+                api, b, "unsubscribe", channel="chat:kick", user="kicked"
+            )
+            assert reply == {"result": {}}, reply
+            for client in (on_a, on_b):
+                push = await client.until(lambda m: "unsubscribe" in m.get("push", {}))
+                assert push["push"]["channel"] == "chat:kick"
+            reply = await asyncio.to_thread(
+                api, b, "disconnect", user="kicked", disconnect={"code": 3011, "reason": "bye"}
+            )
+            assert reply == {"result": {}}, reply
+            for client in (on_a, on_b):
+                push = await client.until(lambda m: "disconnect" in m.get("push", {}))
+                assert push["push"]["disconnect"]["code"] == 3011
+            await asyncio.sleep(0.3)  # the other user, on A, is left alone
+            assert not any("unsubscribe" in m.get("push", {}) for m in other.messages)
+            assert not any("disconnect" in m.get("push", {}) for m in other.messages)
+
+    asyncio.run(scenario())
+
+
 def test_recovery_on_the_other_process(pair: tuple[GatewayProcess, GatewayProcess]) -> None:
     a, b = pair
 
