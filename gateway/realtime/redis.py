@@ -440,6 +440,7 @@ class RedisEngine:
         return True
 
     def snapshot(self) -> dict[str, Any]:
+        publications = self._key("p", "")
         return {
             "kind": "redis",
             "state": "up" if self.up else "down",
@@ -448,7 +449,8 @@ class RedisEngine:
                 {
                     "url": self.redacted(s.url),
                     "state": "up" if s.up else "down",
-                    "channels": len(s.channels),
+                    # Channels with local subscribers (not the control channels).
+                    "channels": sum(c.startswith(publications) for c in s.channels),
                 }
                 for s in self.shards
             ],
