@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from tornado.iostream import IOStream
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13
 
 from gateway.httpbase import GatewayHandler
@@ -111,11 +112,15 @@ class RealtimeWebSocket(GatewayHandler, WebSocketHandler):
     emulation = False
     unidirectional = False
 
-    def send_frame(self, payload: bytes, on_drained: Callable[[], None]) -> bool:
+    def _open_stream(self) -> IOStream | None:
+        """The socket's stream while the connection is open (None once it is closing)."""
         conn = self.ws_connection
         if conn is None or conn.is_closing():
-            return True
-        stream = getattr(conn, "stream", None)
+            return None
+        return getattr(conn, "stream", None)
+
+    def send_frame(self, payload: bytes, on_drained: Callable[[], None]) -> bool:
+        stream = self._open_stream()
         if stream is None:
             return True
         return write_now(stream, frame_header(len(payload)) + payload, on_drained)
@@ -165,10 +170,7 @@ class UniWebSocket(RealtimeWebSocket):
         pushes = unwrap_pushes(payload)
         if not pushes:
             return True
-        conn = self.ws_connection
-        if conn is None or conn.is_closing():
-            return True
-        stream = getattr(conn, "stream", None)
+        stream = self._open_stream()
         if stream is None:
             return True
         # One push per frame, as Centrifugo's uni_websocket (a bare client JSON.parses each

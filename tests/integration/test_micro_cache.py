@@ -6,7 +6,6 @@ rules the app has no page for, and across `--workers 2` on Redis for the purge."
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import json
 import secrets
@@ -19,9 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import brotli
 import pytest
 from conftest import require
+from support import codings
 from support.procs import ROOT, GatewayProcess, wait_until
 from support.redis import redis_available
 
@@ -64,13 +63,7 @@ def purge(gw: GatewayProcess, **params: Any) -> dict[str, Any]:
 
 
 def decode(headers: http.client.HTTPMessage, body: bytes) -> bytes:
-    coding = headers.get("Content-Encoding")
-    if coding == "br":
-        return brotli.decompress(body)  # type: ignore[no-any-return]
-    if coding == "gzip":
-        return gzip.decompress(body)
-    assert coding is None, coding
-    return body
+    return codings.decode(headers.get("Content-Encoding"), body)
 
 
 # -- against the shaped stand-in ------------------------------------------------------------

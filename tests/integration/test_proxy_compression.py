@@ -18,20 +18,12 @@ from urllib.parse import quote
 
 import brotli
 import pytest
+from support.codings import decode
 from support.procs import ROOT, GatewayProcess, open_response
 
 BROWSER = {"Accept-Encoding": "gzip, deflate, br"}
 SHAPED_CHILD = ROOT / "tests" / "support" / "shaped_child.py"
 CACHE_BYTES = 64 * 1024
-
-
-def decode(coding: str | None, body: bytes) -> bytes:
-    if coding == "br":
-        return brotli.decompress(body)  # type: ignore[no-any-return]
-    if coding == "gzip":
-        return gzip.decompress(body)
-    assert coding is None, coding
-    return body
 
 
 def vary_names(headers: http.client.HTTPMessage) -> list[str]:
